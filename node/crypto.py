@@ -1,0 +1,176 @@
+"""Ed25519 keys and domain-separated signatures (PROTOCOL.md section 2).
+
+Every signature covers `DOMAIN || payload`, so a signature made for one purpose (a
+transaction) can never be replayed as another (a commit vote). Verification of many
+signatures runs on a thread pool: `cryptography`'s Ed25519 verify releases the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+DOMAIN_TX: Final = b"chancery/tx/v1\n"
+DOMAIN_COMMIT: Final = b"chancery/commit/v1\n"
+DOMAIN_P2P: Final = b"chancery/p2p/v1\n"
+DOMAIN_READ: Final = b"chancery/read/v1\n"
+
+PUBLIC_KEY_BYTES: Final = 32
+SIGNATURE_BYTES: Final = 64
+# Parsed public keys are cached: parsing costs about as much as a verify.
+PUBLIC_KEY_CACHE_ENTRIES_MAX: Final = 65536
+KEY_FILE_MODE: Final = 0o600
+
+
+class KeyFileError(Exception):
+    """A key file that is missing, unreadable, not an Ed25519 PEM key, or readable by others."""
+
+    code = "key.invalid"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key and its 32-byte public key."""
+
+    private_key: Ed25519PrivateKey
+    public_key: bytes
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls.from_private(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_private(cls, private_key: Ed25519PrivateKey) -> SigningKey:
+        public = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(private_key=private_key, public_key=public)
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        return cls.from_private(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def sign(self, domain: bytes, payload: bytes) -> bytes:
+        """Sign `domain || payload`."""
+        return self.private_key.sign(domain + payload)
+
+    def to_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+_public_key_cache: OrderedDict[bytes, Ed25519PublicKey] = OrderedDict()
+
+
+def _parse_public_key(public_key: bytes) -> Ed25519PublicKey:
+    cached = _public_key_cache.get(public_key)
+    if cached is not None:
+        return cached
+    parsed = Ed25519PublicKey.from_public_bytes(public_key)
+    _public_key_cache[public_key] = parsed
+    if len(_public_key_cache) > PUBLIC_KEY_CACHE_ENTRIES_MAX:
+        _public_key_cache.popitem(last=False)
+    return parsed
+
+
+def verify(public_key: bytes, domain: bytes, payload: bytes, signature: bytes) -> bool:
+    """True when `signature` is `public_key`'s Ed25519 signature over `domain || payload`."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        _parse_public_key(public_key).verify(signature, domain + payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """One signature to verify: who, over which domain and payload."""
+
+    public_key: bytes
+    domain: bytes
+    payload: bytes
+    signature: bytes
+
+
+def verify_checks(checks: Sequence[SignatureCheck]) -> list[bool]:
+    return [verify(c.public_key, c.domain, c.payload, c.signature) for c in checks]
+
+
+class SignatureVerifier:
+    """Verifies batches of signatures on a thread pool, in chunks to amortise dispatch."""
+
+    def __init__(self, threads: int = 0, chunk_size: int = 256) -> None:
+        self.threads = threads or (os.cpu_count() or 1)
+        self.chunk_size = max(1, chunk_size)
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="verify")
+
+    def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
+        """Verify every check; blocking. Small batches run inline to skip pool overhead."""
+        if len(checks) <= self.chunk_size:
+            return verify_checks(checks)
+        chunks = [checks[i : i + self.chunk_size] for i in range(0, len(checks), self.chunk_size)]
+        results: list[bool] = []
+        for chunk_result in self._pool.map(verify_checks, chunks):
+            results.extend(chunk_result)
+        return results
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._pool
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def write_key_file(path: Path, key: SigningKey) -> None:
+    """Write `key` as PKCS#8 PEM, created with mode 0600 so it is never readable by others.
+
+    Raises:
+        KeyFileError: the file exists already.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: exists already; refusing to overwrite a key") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.to_pem())
+    os.chmod(path, KEY_FILE_MODE)
+
+
+def load_key_file(path: Path) -> SigningKey:
+    """Read an Ed25519 PEM private key, refusing files that group or others can read.
+
+    Raises:
+        KeyFileError: missing, readable by others, or not an unencrypted Ed25519 PEM key.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):o});"
+            f" run: chmod 600 {path}"
+        )
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an Ed25519 key")
+    return SigningKey.from_private(private)

@@ -1,0 +1,132 @@
+"""Block execution: one fixed path from a batch of transactions to receipts and roots.
+
+The proposer runs it before proposing and every replica runs it again before voting, so it
+must be deterministic: it depends only on the parent state, the block context and the
+transactions. Failed calls still produce receipts (`ok = false`) and leave state untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from contracts.membership import lookup_signer
+from contracts.runtime import (
+    CallContext,
+    ContractError,
+    ContractRegistry,
+    StateReader,
+    StateView,
+    check_args,
+)
+from node.block import (
+    ContractEvent,
+    Receipt,
+    compute_receipts_root,
+    compute_tx_root,
+    next_state_root,
+)
+from node.transaction import Transaction
+
+log = logging.getLogger(__name__)
+
+
+class OverlayState:
+    """Writes layered over a base reader: a pending block's state on top of its parent."""
+
+    def __init__(self, base: StateReader, writes: Mapping[bytes, bytes | None]) -> None:
+        self._base = base
+        self._writes = writes
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._base.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """What execution may know about the block besides its transactions."""
+
+    height: int
+    timestamp_ms: int
+    prev_hash: bytes
+    tx_window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOutput:
+    """Everything execution produced; the header's roots are computed from it."""
+
+    receipts: tuple[Receipt, ...]
+    receipt_bytes: tuple[bytes, ...]
+    writes: dict[bytes, bytes | None]
+    tx_root: bytes
+    receipts_root: bytes
+    state_root: bytes
+
+
+def _failed(tx_id: bytes, error: ContractError) -> Receipt:
+    return Receipt(tx_id, False, error.code, error.details or None, ())
+
+
+def execute_transaction(
+    registry: ContractRegistry, state: StateReader, context: BlockContext, tx: Transaction
+) -> tuple[Receipt, dict[bytes, bytes | None]]:
+    """Run one transaction on `state`; returns its receipt and writes (empty if it failed)."""
+    body = tx.body
+    try:
+        if abs(context.timestamp_ms - body.timestamp) > context.tx_window_ms:
+            raise ContractError("tx.expired", "transaction timestamp is outside the window")
+        signer = lookup_signer(state, tx.signer)
+        if signer is None:
+            raise ContractError("tx.unknown_signer", "signer is not an active member")
+        method = registry.method(body.contract, body.method)
+        if method is None:
+            raise ContractError("tx.unknown_method", f"no method {body.contract}.{body.method}")
+        if not method.allows(signer):
+            raise ContractError("tx.forbidden", "the signer's roles do not allow this method")
+        check_args(method.args, body.args)
+        view = StateView(body.contract, state)
+        call = CallContext(
+            signer, tx.tx_id, context.height, context.timestamp_ms, context.prev_hash
+        )
+        outcome = method.handler(call, view, body.args)
+    except ContractError as error:
+        return _failed(tx.tx_id, error), {}
+    except Exception:  # a contract bug: on the record as a failure, never a crash loop
+        log.exception("contract %s.%s raised", body.contract, body.method)
+        return _failed(tx.tx_id, ContractError("contract.internal_error", "contract failed")), {}
+    events = tuple(ContractEvent(event.name, event.data) for event in outcome.events)
+    return Receipt(tx.tx_id, True, None, outcome.result, events), view.writes
+
+
+def execute_block(
+    registry: ContractRegistry,
+    parent_state: StateReader,
+    parent_state_root: bytes,
+    context: BlockContext,
+    transactions: Sequence[Transaction],
+) -> BlockOutput:
+    """Execute `transactions` in order on top of `parent_state`.
+
+    Preconditions (checked by the caller before execution): every transaction decoded,
+    signature verified, right chain, and no `tx_id` repeated or committed before.
+    """
+    block_writes: dict[bytes, bytes | None] = {}
+    state = OverlayState(parent_state, block_writes)
+    receipts: list[Receipt] = []
+    for tx in transactions:
+        receipt, writes = execute_transaction(registry, state, context, tx)
+        block_writes.update(writes)
+        receipts.append(receipt)
+    receipt_bytes = tuple(receipt.encode() for receipt in receipts)
+    return BlockOutput(
+        receipts=tuple(receipts),
+        receipt_bytes=receipt_bytes,
+        writes=block_writes,
+        tx_root=compute_tx_root([tx.tx_id for tx in transactions]),
+        receipts_root=compute_receipts_root(receipt_bytes),
+        state_root=next_state_root(parent_state_root, block_writes),
+    )

@@ -1,0 +1,110 @@
+"""The mempool: admitted transactions waiting for a block, bounded by count and bytes.
+
+A transaction is either queued (not yet in a proposal) or proposed (in a block being agreed
+on). Both count as pending: a duplicate submission is refused while either holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from node.errors import ChanceryError
+from node.transaction import Transaction
+
+# How long a client told "mempool full" should wait before trying again.
+MEMPOOL_RETRY_AFTER_S = 1
+
+
+class Mempool:
+    """FIFO of admitted transactions with hard caps (`txs_max`, `bytes_max`)."""
+
+    def __init__(self, txs_max: int, bytes_max: int) -> None:
+        self.txs_max = txs_max
+        self.bytes_max = bytes_max
+        self._queued: OrderedDict[bytes, Transaction] = OrderedDict()
+        self._proposed: dict[bytes, Transaction] = {}
+        self._bytes = 0
+        # Admission times (monotonic seconds) for the commit-latency histogram.
+        self.admitted_at_s: dict[bytes, float] = {}
+        self._not_empty = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queued) + len(self._proposed)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._queued or tx_id in self._proposed
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued)
+
+    def get(self, tx_id: bytes) -> Transaction | None:
+        return self._queued.get(tx_id) or self._proposed.get(tx_id)
+
+    def add(self, tx: Transaction) -> None:
+        """Queue `tx`.
+
+        Raises:
+            ChanceryError: `tx.duplicate` if pending already, `mempool.full` at a cap.
+        """
+        if tx.tx_id in self:
+            raise ChanceryError(
+                "tx.duplicate",
+                "transaction is already pending",
+                {"status": "pending", "tx_id": tx.tx_id.hex()},
+            )
+        if len(self) >= self.txs_max or self._bytes + tx.size_bytes > self.bytes_max:
+            raise ChanceryError(
+                "mempool.full",
+                "mempool is full, retry later",
+                {"retry_after_s": MEMPOOL_RETRY_AFTER_S},
+            )
+        self._queued[tx.tx_id] = tx
+        self._bytes += tx.size_bytes
+        self.admitted_at_s[tx.tx_id] = time.monotonic()
+        self._not_empty.set()
+
+    def take_batch(self, txs_max: int, bytes_max: int) -> list[Transaction]:
+        """Move up to `txs_max` transactions / `bytes_max` bytes, oldest first, to proposed."""
+        batch: list[Transaction] = []
+        batch_bytes = 0
+        while self._queued and len(batch) < txs_max:
+            tx_id, tx = next(iter(self._queued.items()))
+            if batch and batch_bytes + tx.size_bytes > bytes_max:
+                break
+            del self._queued[tx_id]
+            self._proposed[tx_id] = tx
+            batch.append(tx)
+            batch_bytes += tx.size_bytes
+        if not self._queued:
+            self._not_empty.clear()
+        return batch
+
+    def remove_committed(self, tx_ids: Iterable[bytes]) -> None:
+        """Forget transactions that are now in a committed block."""
+        for tx_id in tx_ids:
+            tx = self._proposed.pop(tx_id, None) or self._queued.pop(tx_id, None)
+            if tx is not None:
+                self._bytes -= tx.size_bytes
+                self.admitted_at_s.pop(tx_id, None)
+        if not self._queued:
+            self._not_empty.clear()
+
+    def requeue(self, transactions: Iterable[Transaction]) -> None:
+        """Put proposed-but-uncommitted transactions back at the front (a proposal failed)."""
+        for tx in reversed(list(transactions)):
+            if self._proposed.pop(tx.tx_id, None) is not None:
+                self._queued[tx.tx_id] = tx
+                self._queued.move_to_end(tx.tx_id, last=False)
+        if self._queued:
+            self._not_empty.set()
+
+    async def wait_not_empty(self) -> None:
+        await self._not_empty.wait()

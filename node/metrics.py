@@ -1,0 +1,73 @@
+"""Prometheus metrics (`chancery_` prefix), on a registry of the node's own.
+
+A private registry keeps tests that start several nodes in one process apart, and keeps
+the exposition to what the node defines.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class NodeMetrics:
+    """Every metric the node exports, created once per node."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.block_height = Gauge(
+            "chancery_block_height", "Height of the last committed block", registry=r
+        )
+        self.committed_txs = Counter("chancery_committed_txs", "Transactions committed", registry=r)
+        self.failed_txs = Counter(
+            "chancery_failed_txs", "Committed transactions with ok=false", registry=r
+        )
+        self.admitted_txs = Counter(
+            "chancery_admitted_txs", "Transactions admitted to the mempool", registry=r
+        )
+        self.rejected_txs = Counter(
+            "chancery_rejected_txs", "Transactions refused at admission", ["code"], registry=r
+        )
+        self.mempool_size = Gauge(
+            "chancery_mempool_size", "Transactions pending in the mempool", registry=r
+        )
+        self.mempool_bytes = Gauge(
+            "chancery_mempool_bytes", "Bytes pending in the mempool", registry=r
+        )
+        self.view = Gauge("chancery_view", "Current consensus view", registry=r)
+        self.view_changes = Counter("chancery_view_changes", "View changes completed", registry=r)
+        self.peers_connected = Gauge(
+            "chancery_peers_connected", "Validator peers connected", registry=r
+        )
+        self.commit_latency = Histogram(
+            "chancery_commit_latency_seconds",
+            "Time from admission to commit, per transaction",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.block_commit_seconds = Histogram(
+            "chancery_block_commit_seconds",
+            "Time to execute, certify and persist a block",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.block_txs = Histogram(
+            "chancery_block_txs",
+            "Transactions per committed block",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000),
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "chancery_http_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

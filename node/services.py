@@ -1,0 +1,129 @@
+"""The node's components, built once from its config and handed to the API and producer.
+
+Each component has one job; this module only wires them. The HTTP layer reads from these
+services and never reaches around them to LevelDB or the producer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.registry import builtin_registry
+from contracts.runtime import ContractRegistry
+from node.admission import Admission
+from node.block import quorum_size
+from node.config import NodeConfig
+from node.crypto import SignatureVerifier, SigningKey, load_key_file
+from node.genesis import Genesis, load_genesis
+from node.ledger import Ledger
+from node.mempool import Mempool
+from node.metrics import NodeMetrics
+from node.notify import CommitNotifier
+from node.storage import ChainStore
+
+
+class NodeSetupError(Exception):
+    """The node cannot start with this home directory; the message says what to fix."""
+
+    code = "node.setup"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    index: int
+    org: str
+    public_key: bytes
+
+
+@dataclass
+class ConsensusStatus:
+    """What the ordering layer reports to `/v1/status`, `/v1/ready` and metrics.
+
+    Owned and updated by the producer (single validator) or the PBFT driver.
+    """
+
+    view: int = 0
+    primary: int = 0
+    syncing: bool = False
+    connected_peers: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class NodeServices:
+    config: NodeConfig
+    genesis: Genesis
+    identity: NodeIdentity
+    key: SigningKey
+    registry: ContractRegistry
+    store: ChainStore
+    ledger: Ledger
+    mempool: Mempool
+    admission: Admission
+    notifier: CommitNotifier
+    verifier: SignatureVerifier
+    metrics: NodeMetrics
+    consensus: ConsensusStatus
+
+    def has_quorum(self) -> bool:
+        """This node plus its connected validator peers reach 2f+1."""
+        reachable = 1 + len(self.consensus.connected_peers)
+        return reachable >= quorum_size(len(self.genesis.validators))
+
+    def close(self) -> None:
+        self.notifier.close()
+        self.verifier.close()
+        self.store.close()
+
+
+def _identity(config: NodeConfig, genesis: Genesis, key: SigningKey) -> NodeIdentity:
+    index = config.node.index
+    if index >= len(genesis.validators):
+        raise NodeSetupError(
+            f"[node].index {index} names no validator (genesis has {len(genesis.validators)})"
+        )
+    validator = genesis.validators[index]
+    if validator.public_key != key.public_key:
+        raise NodeSetupError(
+            f"{config.key_path}: key is not validator {index}'s key in the genesis file"
+        )
+    return NodeIdentity(index, validator.org, key.public_key)
+
+
+def build_services(config: NodeConfig) -> NodeServices:
+    """Load genesis and key, open the store, and wire the components.
+
+    Raises:
+        NodeSetupError, GenesisError, KeyFileError, StorageError: with a message to act on.
+    """
+    genesis: Genesis = load_genesis(config.genesis_path)
+    key = load_key_file(config.key_path)
+    identity = _identity(config, genesis, key)
+    registry = builtin_registry()
+    store = ChainStore.open(config.data_path, genesis)
+    mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
+    verifier = SignatureVerifier(config.crypto.verify_threads, config.crypto.verify_chunk_size)
+    admission = Admission(
+        genesis.chain_id, store, mempool, registry, verifier, config.mempool.envelope_bytes_max
+    )
+    notifier = CommitNotifier(
+        config.api.commit_waiters_max,
+        config.api.sse_subscribers_max,
+        config.api.sse_queue_events_max,
+    )
+    metrics = NodeMetrics()
+    metrics.block_height.set(store.height)
+    return NodeServices(
+        config=config,
+        genesis=genesis,
+        identity=identity,
+        key=key,
+        registry=registry,
+        store=store,
+        ledger=Ledger(genesis, store, registry),
+        mempool=mempool,
+        admission=admission,
+        notifier=notifier,
+        verifier=verifier,
+        metrics=metrics,
+        consensus=ConsensusStatus(),
+    )

@@ -1,0 +1,216 @@
+"""LevelDB storage: blocks with certificates, receipts, the tx index, state and chain metadata.
+
+Key layout (all keys are bytes; heights are 8-byte big-endian so they sort numerically):
+- `m:chain_id`, `m:genesis_hash`, `m:height`, `m:state_root`, `m:last_hash` - chain metadata
+- `b:<height>` -> msgpack `{"commit", "header", "tx_ids"}`
+- `h:<block_hash>` -> `<height>`
+- `t:<tx_id>` -> msgpack `[height, index, envelope, receipt]`
+- `s:<state key>` -> state value (state keys are `<contract>/<key>`)
+- `c:` - reserved for the consensus log (votes a replica must never contradict)
+
+A block, its receipts, its state writes, the indexes and the metadata land in one
+synced write batch: after a crash the node has either all of a block or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgpack
+import plyvel
+
+from node.block import BlockHeader, CommitCertificate, CommittedBlock
+from node.genesis import Genesis
+from node.invariants import require
+
+META_CHAIN_ID: Final = b"m:chain_id"
+META_GENESIS_HASH: Final = b"m:genesis_hash"
+META_HEIGHT: Final = b"m:height"
+META_STATE_ROOT: Final = b"m:state_root"
+META_LAST_HASH: Final = b"m:last_hash"
+BLOCK_PREFIX: Final = b"b:"
+HASH_PREFIX: Final = b"h:"
+TX_PREFIX: Final = b"t:"
+STATE_PREFIX: Final = b"s:"
+CONSENSUS_PREFIX: Final = b"c:"
+LEVELDB_WRITE_BUFFER_BYTES: Final = 64 * 1024 * 1024
+LEVELDB_CACHE_BYTES: Final = 128 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """The data directory cannot be used: another chain's, or unreadable."""
+
+    code = "storage.invalid"
+
+
+def height_key(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """Where a committed transaction is, with its envelope and receipt bytes."""
+
+    height: int
+    index: int
+    envelope: bytes
+    receipt: bytes
+
+
+class ChainStore:
+    """The node's committed chain in LevelDB. Only committed data is ever written here."""
+
+    def __init__(self, db: plyvel.DB, genesis_hash: bytes) -> None:
+        self._db = db
+        self.genesis_hash = genesis_hash
+        self.height = int.from_bytes(db.get(META_HEIGHT), "big")
+        self.state_root: bytes = db.get(META_STATE_ROOT)
+        self.last_block_hash: bytes = db.get(META_LAST_HASH)
+
+    @classmethod
+    def open(cls, path: Path, genesis: Genesis) -> ChainStore:
+        """Open (creating if needed) the store at `path` for `genesis`'s chain.
+
+        Raises:
+            StorageError: the directory holds another chain, or LevelDB cannot open it.
+        """
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            db = plyvel.DB(
+                str(path),
+                create_if_missing=True,
+                write_buffer_size=LEVELDB_WRITE_BUFFER_BYTES,
+                lru_cache_size=LEVELDB_CACHE_BYTES,
+            )
+        except plyvel.Error as exc:
+            raise StorageError(f"{path}: cannot open LevelDB ({exc})") from None
+        genesis_block = genesis.genesis_block()
+        stored_hash = db.get(META_GENESIS_HASH)
+        if stored_hash is None:
+            cls._initialise(db, genesis, genesis_block)
+        elif stored_hash != genesis_block.block_hash:
+            db.close()
+            raise StorageError(
+                f"{path}: this data directory belongs to another chain "
+                f"(genesis_hash {stored_hash.hex()}, expected {genesis_block.block_hash.hex()} "
+                f"for chain {genesis.chain_id!r}); use an empty data directory"
+            )
+        return cls(db, genesis_block.block_hash)
+
+    @staticmethod
+    def _initialise(db: plyvel.DB, genesis: Genesis, genesis_block: CommittedBlock) -> None:
+        with db.write_batch(transaction=True, sync=True) as batch:
+            _put_block(batch, genesis_block, genesis.genesis_writes())
+            batch.put(META_CHAIN_ID, genesis.chain_id.encode())
+            batch.put(META_GENESIS_HASH, genesis_block.block_hash)
+
+    def commit_block(self, block: CommittedBlock, writes: Mapping[bytes, bytes | None]) -> None:
+        """Persist a final block with its receipts and state writes in one synced batch."""
+        require(
+            block.height == self.height + 1, f"commit of height {block.height} after {self.height}"
+        )
+        require(
+            block.header.prev_hash == self.last_block_hash,
+            "committed block does not extend the chain",
+        )
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            _put_block(batch, block, writes)
+        self.height = block.height
+        self.state_root = block.header.state_root
+        self.last_block_hash = block.block_hash
+
+    def get(self, key: bytes) -> bytes | None:
+        """Committed state by full key (`StateReader`)."""
+        return self._db.get(STATE_PREFIX + key)
+
+    def has_tx(self, tx_id: bytes) -> bool:
+        return self._db.get(TX_PREFIX + tx_id) is not None
+
+    def get_tx(self, tx_id: bytes) -> TxRecord | None:
+        data = self._db.get(TX_PREFIX + tx_id)
+        if data is None:
+            return None
+        height, index, envelope, receipt = msgpack.unpackb(data, raw=False)
+        return TxRecord(height, index, envelope, receipt)
+
+    def height_of(self, block_hash: bytes) -> int | None:
+        data = self._db.get(HASH_PREFIX + block_hash)
+        return None if data is None else int.from_bytes(data, "big")
+
+    def get_block_summary(
+        self, height: int
+    ) -> tuple[BlockHeader, bytes, list[bytes], CommitCertificate] | None:
+        """Header, header bytes, tx ids and certificate, without envelopes or receipts."""
+        data = self._db.get(BLOCK_PREFIX + height_key(height))
+        if data is None:
+            return None
+        record = msgpack.unpackb(data, raw=False)
+        header_bytes = record["header"]
+        return (
+            BlockHeader.decode(header_bytes),
+            header_bytes,
+            record["tx_ids"],
+            CommitCertificate.from_wire(record["commit"]),
+        )
+
+    def get_block(self, height: int) -> CommittedBlock | None:
+        """The whole block with envelopes and receipts, or None above the chain's height."""
+        summary = self.get_block_summary(height)
+        if summary is None:
+            return None
+        header, header_bytes, tx_ids, commit = summary
+        records = [self.get_tx(tx_id) for tx_id in tx_ids]
+        require(all(r is not None for r in records), f"block {height} references a missing tx")
+        return CommittedBlock(
+            header=header,
+            header_bytes=header_bytes,
+            block_hash=commit.block_hash,
+            tx_ids=tuple(tx_ids),
+            envelopes=tuple(r.envelope for r in records if r is not None),
+            receipts=tuple(r.receipt for r in records if r is not None),
+            commit=commit,
+        )
+
+    def iter_blocks(self, from_height: int, limit: int) -> Iterator[CommittedBlock]:
+        """Up to `limit` whole blocks from `from_height` upward, stopping at the chain's tip."""
+        last = min(self.height, from_height + limit - 1)
+        for height in range(max(0, from_height), last + 1):
+            block = self.get_block(height)
+            require(block is not None, f"block {height} missing below the tip")
+            if block is not None:
+                yield block
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+
+def _put_block(
+    batch: plyvel.WriteBatch, block: CommittedBlock, writes: Mapping[bytes, bytes | None]
+) -> None:
+    height = height_key(block.height)
+    record = {
+        "commit": block.commit.to_wire(),
+        "header": block.header_bytes,
+        "tx_ids": list(block.tx_ids),
+    }
+    batch.put(BLOCK_PREFIX + height, msgpack.packb(record, use_bin_type=True))
+    batch.put(HASH_PREFIX + block.block_hash, height)
+    for index, (tx_id, envelope, receipt) in enumerate(
+        zip(block.tx_ids, block.envelopes, block.receipts, strict=True)
+    ):
+        batch.put(
+            TX_PREFIX + tx_id,
+            msgpack.packb([block.height, index, envelope, receipt], use_bin_type=True),
+        )
+    for key, value in writes.items():
+        if value is None:
+            batch.delete(STATE_PREFIX + key)
+        else:
+            batch.put(STATE_PREFIX + key, value)
+    batch.put(META_HEIGHT, height)
+    batch.put(META_STATE_ROOT, block.header.state_root)
+    batch.put(META_LAST_HASH, block.block_hash)
