@@ -2,7 +2,9 @@
 
 State (scoped under `membership/`):
 - `orgs` -> list of organisation ids, in genesis order.
-- `org/<id>` -> `{"id", "name", "roles", "keys": [public_key ...]}` (every key ever added).
+- `org/<id>` -> `{"id", "key_count", "name", "roles"}`.
+- `org_key/<id>/<n>` (n as 8 bytes big-endian) -> the n-th public key the organisation
+  ever had, so adding a key writes one small record instead of rewriting a growing list.
 - `key/<public_key>` -> `{"active", "added_height", "admin", "encryption_key", "name", "org",
   "revoked_height"}`.
 Organisations and their first keys come from genesis; admins add and revoke member keys.
@@ -68,8 +70,10 @@ def genesis_writes(orgs: Sequence[OrganizationSpec]) -> dict[bytes, bytes | None
     writes[scoped_key(NAME, b"orgs")] = encode_record([org.id for org in orgs])
     for org in orgs:
         keys = list(org.admins) + list(org.members)
-        record = {"id": org.id, "keys": keys, "name": org.name, "roles": list(org.roles)}
+        record = {"id": org.id, "key_count": len(keys), "name": org.name, "roles": list(org.roles)}
         writes[scoped_key(NAME, b"org/" + org.id.encode())] = encode_record(record)
+        for position, key in enumerate(keys):
+            writes[scoped_key(NAME, _org_key_slot(org.id, position))] = key
         for index, key in enumerate(org.admins):
             key_record = _key_record(org.id, f"{org.id} admin {index}", True, 0)
             writes[scoped_key(NAME, b"key/" + key)] = encode_record(key_record)
@@ -77,6 +81,10 @@ def genesis_writes(orgs: Sequence[OrganizationSpec]) -> dict[bytes, bytes | None
             key_record = _key_record(org.id, f"{org.id} member {index}", False, 0)
             writes[scoped_key(NAME, b"key/" + key)] = encode_record(key_record)
     return writes
+
+
+def _org_key_slot(org_id: str, position: int) -> bytes:
+    return b"org_key/" + org_id.encode() + b"/" + position.to_bytes(8, "big")
 
 
 def lookup_signer(state: StateReader, public_key: bytes) -> Signer | None:
@@ -106,11 +114,12 @@ def add_member(context: CallContext, state: StateView, args: dict[str, Any]) -> 
         raise ContractError("membership.exists", "this key is registered already")
     org_key = b"org/" + context.signer.org.encode()
     org = state.get_record(org_key)
-    if len(org["keys"]) >= KEYS_PER_ORG_MAX:
+    if org["key_count"] >= KEYS_PER_ORG_MAX:
         raise ContractError(
             "membership.org_full", f"an organisation has at most {KEYS_PER_ORG_MAX} keys"
         )
-    org["keys"].append(public_key)
+    state.put(_org_key_slot(org["id"], org["key_count"]), public_key)
+    org["key_count"] += 1
     state.put_record(org_key, org)
     record = _key_record(context.signer.org, args["name"], False, context.height)
     record["encryption_key"] = args.get("encryption_key")
@@ -177,7 +186,8 @@ def query(view: ReadView, path: list[str], reader: Reader) -> Any:
         org = view.get_record(b"org/" + path[1].encode())
         if org is None:
             raise QueryNotFound(f"no organisation {path[1]!r}")
-        keys = [_key_json(key, view.get_record(b"key/" + key)) for key in org["keys"]]
+        slots = (view.get(_org_key_slot(org["id"], n)) for n in range(org["key_count"]))
+        keys = [_key_json(key, view.get_record(b"key/" + key)) for key in slots if key is not None]
         return {"id": org["id"], "name": org["name"], "roles": org["roles"], "keys": keys}
     if len(path) == 2 and path[0] == "members":
         try:

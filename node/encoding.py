@@ -67,8 +67,14 @@ def _check_no_floats(obj: Any, depth: int) -> None:
         raise EncodingError("structure nested too deeply")
     if isinstance(obj, float):
         raise EncodingError("floats are not allowed")
+    # msgpack decodes ext type -1 itself (never calling ext_hook) into a Timestamp.
+    if isinstance(obj, msgpack.Timestamp):
+        raise EncodingError("msgpack ext type -1 (timestamp) is not allowed")
     if isinstance(obj, dict):
-        for value in obj.values():
+        for key, value in obj.items():
+            # strict_map_key lets bin keys through; the protocol allows only str keys.
+            if not isinstance(key, str):
+                raise EncodingError(f"map key {key!r} is not a string")
             _check_no_floats(value, depth + 1)
     elif isinstance(obj, list):
         for item in obj:

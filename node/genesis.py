@@ -142,7 +142,7 @@ def _parse_org(raw: Any, position: int) -> OrganizationSpec:
     _require(isinstance(raw["name"], str) and raw["name"] != "", f"{where}.name must be text")
     roles = raw["roles"]
     _require(
-        isinstance(roles, list) and set(roles) <= ROLES,
+        isinstance(roles, list) and all(isinstance(r, str) for r in roles) and set(roles) <= ROLES,
         f"{where}.roles must be among {sorted(ROLES)}",
     )
     for field_name in ("admins", "members"):
@@ -175,7 +175,11 @@ def parse_genesis(raw: bytes) -> Genesis:
         raise GenesisError(f"not JSON: {exc}") from None
     _require(isinstance(doc, dict), "genesis must be a JSON object")
     expected = {"chain_id", "genesis_time", "orgs", "validators", "params"}
-    _require(doc.keys() == expected, f"genesis must have exactly the fields {sorted(expected)}")
+    _require(
+        doc.keys() == expected,
+        f"genesis must have exactly the fields {sorted(expected)}"
+        f" (unknown: {sorted(doc.keys() - expected)}, missing: {sorted(expected - doc.keys())})",
+    )
     _require(
         isinstance(doc["chain_id"], str) and bool(CHAIN_ID_PATTERN.fullmatch(doc["chain_id"])),
         "chain_id must be 1..64 characters of [A-Za-z0-9._:-]",
@@ -207,7 +211,10 @@ def _parse_validators(raw: Any, org_ids: set[str]) -> tuple[Validator, ...]:
         _require(
             _int(entry["index"], f"{where}.index") == position, f"{where}.index must be {position}"
         )
-        _require(entry["org"] in org_ids, f"{where}.org names no organisation")
+        _require(
+            isinstance(entry["org"], str) and entry["org"] in org_ids,
+            f"{where}.org names no organisation",
+        )
         validators.append(Validator(position, entry["org"], _hex_key(entry["public_key"], where)))
     keys = [validator.public_key for validator in validators]
     _require(len(set(keys)) == len(keys), "validator keys must be distinct")

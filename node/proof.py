@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from node.block import BlockFormatError, BlockHeader, CommitCertificate, certificate_problem, sha256
+from node.block import (
+    BlockFormatError,
+    BlockHeader,
+    CommitCertificate,
+    Receipt,
+    certificate_problem,
+    sha256,
+)
 from node.crypto import DOMAIN_TX, verify
 from node.errors import ChanceryError
 from node.genesis import Genesis
@@ -101,7 +108,12 @@ def _verify(bundle: Any, genesis: Genesis, report: ProofReport) -> None:
     receipt_proof = InclusionProof.from_json(bundle["receipt_proof"])
     included = verify_inclusion(receipt, receipt_proof, header.receipts_root)
     report.check("receipt included in receipts_root", included)
-    report.check("receipt and tx at the same index", receipt_proof.index == tx_proof.index)
+    # An audit path does not pin the tree size by itself (RFC 9162 accepts a path for
+    # several sizes), so the receipt is bound to the tx by its own tx_id and by equal
+    # (index, size) in both trees, which fixes the same leaf position.
+    same_position = (receipt_proof.index, receipt_proof.size) == (tx_proof.index, tx_proof.size)
+    report.check("receipt and tx at the same position", same_position)
+    report.check("receipt names this tx_id", Receipt.decode(receipt).tx_id == tx_id)
     certificate = CommitCertificate.from_json(bundle["commit"])
     problem = certificate_problem(
         certificate, genesis.chain_id, block_hash, header.height, genesis.validator_keys

@@ -1,0 +1,46 @@
+# Chancery: two commands on a fresh machine.
+#   make up    - create .venv, install, generate a local network if there is none, run it
+#   make test  - install with test extras and run the whole suite (under 10 minutes, 2 cores)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+NETWORK_DIR ?= testnet
+VALIDATORS ?= 1
+SEEDS ?= 1000
+
+.PHONY: up test lint soak bench clean-net install install-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+up: install
+	$(BIN)/chancery up --dir $(NETWORK_DIR) --validators $(VALIDATORS)
+
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+soak: install-test
+	$(BIN)/pytest -q -m slow -o addopts=""
+
+bench: install
+	$(BIN)/python -m node.bench
+
+clean-net:
+	rm -rf $(NETWORK_DIR)

@@ -1,0 +1,177 @@
+"""One validator as a real process: submit, commit, query, prove, stream, survive kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from node.client import Client, ClientError
+from node.crypto import SigningKey, load_key_file
+from node.genesis import load_genesis
+from node.localnet import LocalNetwork
+from node.proof import verify_proof_bundle
+
+
+def _admin(network: LocalNetwork, org: str = "notary") -> SigningKey:
+    return load_key_file(network.testnet.org(org).admin_key)
+
+
+def test_submit_commit_query_and_offline_proof(network: LocalNetwork) -> None:
+    admin = _admin(network)
+    with Client(network.url()) as client:
+        answer = client.submit(
+            "membership",
+            "add_member",
+            {"public_key": os.urandom(32), "name": "clerk"},
+            admin,
+            wait="commit",
+        )
+        assert answer["status"] == "committed"
+        assert answer["receipt"]["ok"] is True
+        tx_id = answer["tx_id"]
+        looked_up = client.transaction(tx_id)
+        assert looked_up["status"] == "committed"
+        assert looked_up["height"] == answer["height"]
+        bundle = client.transaction(tx_id, proof=True)
+    # The bundle is checked offline, with nothing but the genesis file.
+    bundle = json.loads(json.dumps(bundle))
+    report = verify_proof_bundle(bundle, load_genesis(network.testnet.genesis_path))
+    assert report.ok, report.to_json()
+
+
+def test_failed_contract_call_is_committed_with_a_failed_receipt(network: LocalNetwork) -> None:
+    admin = _admin(network)
+    new_key = os.urandom(32)
+    args = {"public_key": new_key, "name": "clerk"}
+    with Client(network.url()) as client:
+        first = client.submit("membership", "add_member", args, admin, wait="commit")
+        second = client.submit("membership", "add_member", args, admin, wait="commit")
+    assert first["receipt"]["ok"] is True
+    assert second["status"] == "committed"
+    assert second["receipt"]["ok"] is False
+    assert second["receipt"]["error"] == "membership.exists"
+
+
+def test_event_stream_replays_after_reconnect(network: LocalNetwork) -> None:
+    admin = _admin(network)
+    with Client(network.url()) as client:
+        committed = [
+            client.submit(
+                "membership",
+                "add_member",
+                {"public_key": os.urandom(32), "name": f"m{i}"},
+                admin,
+                wait="commit",
+            )
+            for i in range(3)
+        ]
+        heights = sorted({answer["height"] for answer in committed})
+        seen_tx_ids: set[str] = set()
+        seen_heights: list[int] = []
+        for event in client.events(from_height=1):
+            if event["event"] == "block":
+                seen_heights.append(event["data"]["height"])
+            else:
+                seen_tx_ids.add(event["data"]["tx_id"])
+            if seen_heights and seen_heights[-1] >= heights[-1] and len(seen_tx_ids) >= 3:
+                break
+        assert seen_heights == list(range(1, heights[-1] + 1))
+        assert {answer["tx_id"] for answer in committed} <= seen_tx_ids
+        # A new subscription from the next height sees only what came after.
+        later = client.submit(
+            "membership",
+            "add_member",
+            {"public_key": os.urandom(32), "name": "late"},
+            admin,
+            wait="commit",
+        )
+        for event in client.events(from_height=heights[-1] + 1):
+            assert event["event"] in {"block", "tx"}
+            if event["event"] == "block":
+                assert event["data"]["height"] == later["height"]
+                break
+
+
+def test_kill_9_keeps_every_committed_transaction(network: LocalNetwork) -> None:
+    admin = _admin(network)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with Client(network.url()) as client:
+            while not stop.is_set():
+                try:
+                    answer = client.submit(
+                        "membership",
+                        "add_member",
+                        {"public_key": os.urandom(32), "name": "load"},
+                        admin,
+                        wait="commit",
+                    )
+                except ClientError:
+                    return  # the node died under us: anything unacknowledged may be lost
+                acknowledged.append(answer["tx_id"])
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.0)
+    _, before = network.get_json("/v1/status")
+    network.kill(0)
+    stop.set()
+    for worker in workers:
+        worker.join(15)
+    assert len(acknowledged) > 10
+    network.start(0)
+    with Client(network.url()) as client:
+        status = client.status()
+        assert status["height"] >= before["height"]
+        for tx_id in acknowledged:
+            assert client.transaction(tx_id)["status"] == "committed"
+        # The chain continues from the next height after the restart.
+        answer = client.submit(
+            "membership",
+            "add_member",
+            {"public_key": os.urandom(32), "name": "after"},
+            admin,
+            wait="commit",
+        )
+        assert answer["height"] == status["height"] + 1
+
+
+def test_restart_serves_exactly_what_it_served_before(network: LocalNetwork) -> None:
+    admin = _admin(network)
+    with Client(network.url()) as client:
+        for i in range(5):
+            client.submit(
+                "membership",
+                "add_member",
+                {"public_key": os.urandom(32), "name": f"r{i}"},
+                admin,
+                wait="commit",
+            )
+        height = client.status()["height"]
+        before = [client.block(h, full=True) for h in range(height + 1)]
+    network.stop(0)
+    network.start(0)
+    with Client(network.url()) as client:
+        after = [client.block(h, full=True) for h in range(height + 1)]
+    assert after == before
+
+
+def test_data_directory_of_another_chain_is_refused(tmp_path: Path) -> None:
+    first = LocalNetwork.generate(tmp_path / "a")
+    second = LocalNetwork.generate(tmp_path / "b")
+    first.start_all()
+    first.stop_all()
+    # Point the second network's node at the first network's data directory.
+    other_data = first.testnet.nodes[0].home / "data"
+    config_path = second.testnet.nodes[0].home / "config.toml"
+    text = config_path.read_text().replace('data_dir = "data"', f'data_dir = "{other_data}"')
+    config_path.write_text(text)
+    node = second.start(0, wait=False)
+    assert node.process.wait(30) == 2
+    assert "another chain" in second.log_tail(0)
