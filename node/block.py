@@ -113,7 +113,9 @@ class BlockHeader:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> BlockHeader:
-        """Raises: BlockFormatError when a field is missing or not of its JSON type."""
+        """Raises: BlockFormatError when a field is missing, unknown or not of its JSON type."""
+        if not isinstance(obj, dict) or obj.keys() != HEADER_FIELD_TYPES.keys():
+            raise BlockFormatError("header JSON must have exactly the protocol's fields")
         try:
             fields = {
                 name: (bytes.fromhex(obj[name]) if name in HEADER_HASH_FIELDS else obj[name])
@@ -249,23 +251,44 @@ class CommitCertificate:
     @classmethod
     def from_wire(cls, raw: Any) -> CommitCertificate:
         """Raises: BlockFormatError when the structure is not a certificate."""
-        try:
-            signatures = tuple((int(i), bytes(s)) for i, s in raw["signatures"])
-            certificate = cls(raw["block_hash"], raw["height"], signatures)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BlockFormatError(f"certificate: {exc}") from None
-        if not isinstance(certificate.block_hash, bytes) or not isinstance(certificate.height, int):
-            raise BlockFormatError("certificate: wrong field types")
-        return certificate
+        if not isinstance(raw, dict) or raw.keys() != {"block_hash", "height", "signatures"}:
+            raise BlockFormatError("certificate must have block_hash, height, signatures")
+        block_hash, height, signatures = raw["block_hash"], raw["height"], raw["signatures"]
+        if not isinstance(block_hash, bytes) or len(block_hash) != HASH_BYTES:
+            raise BlockFormatError("certificate block_hash must be bin(32)")
+        if not isinstance(height, int) or isinstance(height, bool) or height < 0:
+            raise BlockFormatError("certificate height must be a non-negative integer")
+        if not isinstance(signatures, list):
+            raise BlockFormatError("certificate signatures must be a list")
+        pairs = []
+        for entry in signatures:
+            ok = (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], int)
+                and not isinstance(entry[0], bool)
+                and isinstance(entry[1], bytes)
+            )
+            if not ok:
+                raise BlockFormatError("certificate signature entries are [int, bin]")
+            pairs.append((entry[0], entry[1]))
+        return cls(block_hash, height, tuple(pairs))
 
     @classmethod
     def from_json(cls, obj: Any) -> CommitCertificate:
         """Raises: BlockFormatError when the JSON is not a certificate."""
         try:
-            signatures = tuple((int(i), bytes.fromhex(s)) for i, s in obj["signatures"])
-            return cls(bytes.fromhex(obj["block_hash"]), int(obj["height"]), signatures)
-        except (KeyError, TypeError, ValueError) as exc:
+            signatures = [[i, bytes.fromhex(s)] for i, s in obj["signatures"]]
+            raw = {
+                "block_hash": bytes.fromhex(obj["block_hash"]),
+                "height": obj["height"],
+                "signatures": signatures,
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BlockFormatError(f"certificate JSON: {exc}") from None
+        if not isinstance(obj, dict) or len(obj) != 3:
+            raise BlockFormatError("certificate JSON must have block_hash, height, signatures")
+        return cls.from_wire(raw)
 
 
 def certificate_problem(
@@ -277,7 +300,8 @@ def certificate_problem(
 ) -> str | None:
     """Why `certificate` does not prove `block_hash` at `height`, or None when it does.
 
-    Counts only valid signatures of distinct validators; needs 2f+1 of them.
+    Every signature must be a valid vote of a distinct validator (a certificate carrying a
+    bad signature is refused whole: honest nodes never build one), and there must be 2f+1.
     """
     if certificate.block_hash != block_hash:
         return "certificate names a different block hash"

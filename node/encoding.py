@@ -93,6 +93,7 @@ def unpackb_strict(data: bytes, *, require_canonical: bool = False) -> Any:
     try:
         obj = msgpack.unpackb(
             data,
+            object_pairs_hook=_unique_keys_map,
             raw=False,
             strict_map_key=True,
             use_list=True,
@@ -107,6 +108,14 @@ def unpackb_strict(data: bytes, *, require_canonical: bool = False) -> Any:
     if require_canonical and canonical_packb(obj) != data:
         raise EncodingError("not in canonical form (map keys sorted, minimal encodings)")
     return obj
+
+
+def _unique_keys_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # msgpack keeps the last of repeated keys; a signed or hashed map must mean one thing.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise EncodingError("map has a repeated key")
+    return result
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

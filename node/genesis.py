@@ -111,6 +111,13 @@ class Genesis:
         return self.genesis_block().block_hash
 
 
+def _unique_keys_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise GenesisError("a JSON object has a repeated key")
+    return result
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise GenesisError(message)
@@ -170,7 +177,7 @@ def parse_genesis(raw: bytes) -> Genesis:
         GenesisError: naming the first field that is wrong.
     """
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, object_pairs_hook=_unique_keys_object)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GenesisError(f"not JSON: {exc}") from None
     _require(isinstance(doc, dict), "genesis must be a JSON object")
