@@ -32,6 +32,8 @@ HTTP_STATUS_BY_CODE: dict[str, int] = {
     "node.busy": 429,
     "node.unavailable": 503,
     "tx.commit_timeout": 504,
+    # Only ever for a bug in the node: a client's input never produces it.
+    "internal": 500,
 }
 
 

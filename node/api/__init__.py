@@ -1,0 +1,1 @@
+"""The node's HTTP API (API.md): `create_app(services)` builds the aiohttp application."""

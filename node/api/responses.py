@@ -1,0 +1,18 @@
+"""JSON responses: bytes anywhere in the value are written as lowercase hex."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from node.block import to_json_value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_json_value(value), separators=(",", ":"))
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.json_response(value, status=status, dumps=dumps)
