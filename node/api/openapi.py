@@ -40,6 +40,7 @@ def _object(properties: dict[str, Schema], optional: tuple[str, ...] = ()) -> Sc
 
 HEX: Final[Schema] = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
 HASH: Final[Schema] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+SIGNATURE: Final[Schema] = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
 HEIGHT: Final[Schema] = {"type": "integer", "minimum": 0, "maximum": INTEGER_MAX}
 NULLABLE_HEIGHT: Final[Schema] = {"type": ["integer", "null"], "minimum": 0}
 
@@ -72,7 +73,7 @@ def _component_schemas() -> dict[str, Schema]:
     return {
         "Error": _object({"error": _error_body_schema(error_codes)}),
         "EnvelopeJson": {
-            **_object({"body": HEX, "signer": HEX, "signature": HEX}),
+            **_object({"body": HEX, "signer": HASH, "signature": SIGNATURE}),
             "additionalProperties": False,
         },
         "Receipt": _object(
