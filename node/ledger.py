@@ -1,26 +1,28 @@
 """The ledger: the committed chain plus the one path every block takes to it.
 
 validate header -> execute into a `BlockOutput` -> compare every root -> persist atomically.
-The single-validator producer and (next) the PBFT replica drive the same three steps:
-`build_proposal` on the proposer, `check_proposal` on every replica, `commit` once a
-certificate exists.
+The proposer runs `build_proposal`, every replica runs `check_proposal` on what it is
+asked to vote for, state transfer runs `apply_certified_block` on fetched blocks, and
+`commit` persists a proposal once a certificate exists. Proposals may stack on pending
+(not yet committed) parents, so several heights can be in flight at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from contracts.runtime import ContractRegistry
+from contracts.runtime import ContractRegistry, StateReader
 from node.block import (
     BLOCK_VERSION,
+    BlockFormatError,
     BlockHeader,
     CommitCertificate,
     CommittedBlock,
     certificate_problem,
     sha256,
 )
-from node.execution import BlockContext, BlockOutput, execute_block
+from node.execution import BlockContext, BlockOutput, OverlayState, execute_block
 from node.genesis import Genesis
 from node.invariants import require
 from node.storage import ChainStore
@@ -33,6 +35,20 @@ class ProposalRejected(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a new block builds on: the committed tip or a pending proposal."""
+
+    height: int
+    block_hash: bytes
+    state_root: bytes
+    timestamp_ms: int
+    state: StateReader
+    # tx ids of pending ancestors (not yet in the store), to refuse a repeated tx.
+    pending_tx_ids: frozenset[bytes] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,24 @@ class Proposal:
     block_hash: bytes
     transactions: tuple[Transaction, ...]
     output: BlockOutput
+    parent_pending_tx_ids: frozenset[bytes]
+    parent_state: StateReader
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def as_parent(self) -> Parent:
+        """This pending block as the parent of the next height."""
+        tx_ids = self.parent_pending_tx_ids | {tx.tx_id for tx in self.transactions}
+        return Parent(
+            self.header.height,
+            self.block_hash,
+            self.header.state_root,
+            self.header.timestamp,
+            OverlayState(self.parent_state, self.output.writes),
+            frozenset(tx_ids),
+        )
 
     def to_committed(self, certificate: CommitCertificate) -> CommittedBlock:
         return CommittedBlock(
@@ -57,8 +91,12 @@ class Proposal:
         )
 
 
+def _reject(code: str, message: str) -> ProposalRejected:
+    return ProposalRejected(code, message)
+
+
 class Ledger:
-    """Executes and commits blocks on top of the committed tip in `store`."""
+    """Executes, checks and commits blocks; the committed chain lives in `store`."""
 
     def __init__(self, genesis: Genesis, store: ChainStore, registry: ContractRegistry) -> None:
         self.genesis = genesis
@@ -69,28 +107,45 @@ class Ledger:
     def height(self) -> int:
         return self.store.height
 
-    def next_timestamp_ms(self, clock_ms: int) -> int:
-        """Block timestamps strictly increase even if the local clock steps back."""
-        previous = self.store.get_block_summary(self.store.height)
-        require(previous is not None, "tip block missing")
-        assert previous is not None
-        return max(clock_ms, previous[0].timestamp + 1)
+    def tip(self) -> Parent:
+        """The committed tip as a parent."""
+        summary = self.store.get_block_summary(self.store.height)
+        require(summary is not None, "tip block missing")
+        assert summary is not None  # for the type checker; require() crashes first
+        return Parent(
+            self.store.height,
+            self.store.last_block_hash,
+            self.store.state_root,
+            summary[0].timestamp,
+            self.store,
+        )
+
+    def _execute(
+        self, parent: Parent, transactions: Sequence[Transaction], timestamp_ms: int
+    ) -> BlockOutput:
+        context = BlockContext(
+            parent.height + 1, timestamp_ms, parent.block_hash, self.genesis.params.tx_window_ms
+        )
+        return execute_block(self.registry, parent.state, parent.state_root, context, transactions)
 
     def build_proposal(
-        self, transactions: Sequence[Transaction], timestamp_ms: int, proposer: int, view: int
+        self,
+        parent: Parent,
+        transactions: Sequence[Transaction],
+        clock_ms: int,
+        proposer: int,
+        view: int,
     ) -> Proposal:
-        """Execute `transactions` on the tip and build the header with the resulting roots."""
-        height = self.store.height + 1
-        context = BlockContext(
-            height, timestamp_ms, self.store.last_block_hash, self.genesis.params.tx_window_ms
-        )
-        output = execute_block(
-            self.registry, self.store, self.store.state_root, context, transactions
-        )
+        """Execute `transactions` on `parent` and build the header with the resulting roots.
+
+        The timestamp is the clock, or one past the parent's if the clock is behind it.
+        """
+        timestamp_ms = max(clock_ms, parent.timestamp_ms + 1)
+        output = self._execute(parent, transactions, timestamp_ms)
         header = BlockHeader(
             chain_id=self.genesis.chain_id,
-            height=height,
-            prev_hash=self.store.last_block_hash,
+            height=parent.height + 1,
+            prev_hash=parent.block_hash,
             proposer=proposer,
             receipts_root=output.receipts_root,
             state_root=output.state_root,
@@ -101,7 +156,102 @@ class Ledger:
             view=view,
         )
         header_bytes = header.encode()
-        return Proposal(header, header_bytes, sha256(header_bytes), tuple(transactions), output)
+        return Proposal(
+            header,
+            header_bytes,
+            sha256(header_bytes),
+            tuple(transactions),
+            output,
+            parent.pending_tx_ids,
+            parent.state,
+        )
+
+    def check_header(
+        self, header_bytes: bytes, parent: Parent, clock_ms: int | None
+    ) -> BlockHeader:
+        """Validate a proposed header against its parent, one condition per line.
+
+        `clock_ms` None skips the drift check (historical blocks in state transfer).
+
+        Raises:
+            ProposalRejected: naming the first condition that fails.
+        """
+        try:
+            header = BlockHeader.decode(header_bytes)
+        except BlockFormatError as exc:
+            raise _reject("proposal.malformed", str(exc)) from None
+        if header.chain_id != self.genesis.chain_id:
+            raise _reject("proposal.wrong_chain", "header names another chain")
+        if header.version != BLOCK_VERSION:
+            raise _reject("proposal.version", f"header version {header.version}")
+        if header.height != parent.height + 1:
+            raise _reject("proposal.height", f"height {header.height} on parent {parent.height}")
+        if header.prev_hash != parent.block_hash:
+            raise _reject("proposal.parent", "prev_hash is not the parent's hash")
+        if header.validators_hash != self.genesis.validators_hash:
+            raise _reject("proposal.validators", "validators_hash differs from genesis")
+        if not 0 <= header.proposer < len(self.genesis.validators):
+            raise _reject("proposal.proposer", "proposer is not a validator index")
+        if header.timestamp <= parent.timestamp_ms:
+            raise _reject("proposal.timestamp", "timestamp not after the parent's")
+        drift_ms = self.genesis.params.max_clock_drift_ms
+        if clock_ms is not None and header.timestamp > clock_ms + drift_ms:
+            raise _reject("proposal.timestamp", "timestamp too far ahead of this node's clock")
+        return header
+
+    def check_transactions(self, transactions: Sequence[Transaction], parent: Parent) -> None:
+        """Limits and replay: counts, bytes, chain, and no tx seen before on this branch.
+
+        Signatures are the caller's to verify (on the thread pool, before this).
+
+        Raises:
+            ProposalRejected: naming the offending transaction.
+        """
+        params = self.genesis.params
+        if len(transactions) > params.max_block_txs:
+            raise _reject("proposal.too_many_txs", f"{len(transactions)} transactions")
+        if sum(tx.size_bytes for tx in transactions) > params.max_block_bytes:
+            raise _reject("proposal.too_large", "block over max_block_bytes")
+        seen: set[bytes] = set()
+        for tx in transactions:
+            if tx.body.chain_id != self.genesis.chain_id:
+                raise _reject("proposal.wrong_chain_tx", f"tx {tx.tx_id.hex()} of another chain")
+            if tx.tx_id in seen or tx.tx_id in parent.pending_tx_ids:
+                raise _reject("proposal.duplicate_tx", f"tx {tx.tx_id.hex()} repeated")
+            if self.store.has_tx(tx.tx_id):
+                raise _reject("proposal.duplicate_tx", f"tx {tx.tx_id.hex()} already committed")
+            seen.add(tx.tx_id)
+
+    def check_proposal(
+        self,
+        header_bytes: bytes,
+        transactions: Sequence[Transaction],
+        parent: Parent,
+        clock_ms: int | None,
+    ) -> Proposal:
+        """Re-execute a proposed block and accept it only if every root matches.
+
+        Raises:
+            ProposalRejected: bad header, bad transactions, or roots that differ.
+        """
+        header = self.check_header(header_bytes, parent, clock_ms)
+        self.check_transactions(transactions, parent)
+        output = self._execute(parent, transactions, header.timestamp)
+        if output.tx_root != header.tx_root:
+            raise _reject("proposal.tx_root", "tx_root differs from the transactions")
+        if output.receipts_root != header.receipts_root:
+            raise _reject("proposal.receipts_root", "receipts_root differs from execution")
+        if output.state_root != header.state_root:
+            raise _reject("proposal.state_root", "state_root differs from execution")
+        return Proposal(
+            header,
+            header_bytes,
+            sha256(header_bytes),
+            tuple(transactions),
+            output,
+            parent.pending_tx_ids,
+            parent.state,
+        )
 
     def commit(self, proposal: Proposal, certificate: CommitCertificate) -> CommittedBlock:
         """Persist `proposal` with its certificate (blocking: one synced LevelDB batch)."""
@@ -116,3 +266,28 @@ class Ledger:
         block = proposal.to_committed(certificate)
         self.store.commit_block(block, proposal.output.writes)
         return block
+
+    def apply_certified_block(
+        self,
+        header_bytes: bytes,
+        transactions: Sequence[Transaction],
+        certificate: CommitCertificate,
+    ) -> CommittedBlock:
+        """State transfer: check a fetched block's certificate and roots, then commit it.
+
+        Raises:
+            ProposalRejected: the certificate or the block does not hold up (the peer that
+                served it is not to be believed).
+        """
+        block_hash = sha256(header_bytes)
+        problem = certificate_problem(
+            certificate,
+            self.genesis.chain_id,
+            block_hash,
+            self.store.height + 1,
+            self.genesis.validator_keys,
+        )
+        if problem is not None:
+            raise _reject("sync.bad_certificate", problem)
+        proposal = self.check_proposal(header_bytes, transactions, self.tip(), clock_ms=None)
+        return self.commit(proposal, certificate)

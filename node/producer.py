@@ -75,8 +75,10 @@ class SoloProducer:
         return block
 
     def _build_and_commit(self, batch: list) -> tuple[CommittedBlock, tuple[Receipt, ...]]:
-        timestamp_ms = self.ledger.next_timestamp_ms(wall_clock_ms())
-        proposal = self.ledger.build_proposal(batch, timestamp_ms, self.validator_index, view=0)
+        parent = self.ledger.tip()
+        proposal = self.ledger.build_proposal(
+            parent, batch, wall_clock_ms(), self.validator_index, 0
+        )
         header = proposal.header
         vote = sign_commit_vote(self.key, header.chain_id, header.height, proposal.block_hash)
         certificate = CommitCertificate(

@@ -142,7 +142,9 @@ class Chain:
     ) -> CommittedBlock:
         """Execute, certify with every validator's vote, and persist the next block."""
         when = self.next_timestamp() if timestamp is None else timestamp
-        proposal = self.ledger.build_proposal(transactions, when, proposer=0, view=0)
+        proposal = self.ledger.build_proposal(
+            self.ledger.tip(), transactions, when, proposer=0, view=0
+        )
         certificate = self.consortium.certificate(proposal.block_hash, proposal.header.height)
         block = self.ledger.commit(proposal, certificate)
         self.writes[block.height] = dict(proposal.output.writes)

@@ -129,7 +129,9 @@ def test_reopen_gives_exactly_the_same_chain(chain: Chain) -> None:
 
 
 def test_deleted_state_keys_are_gone_after_reopen(chain: Chain) -> None:
-    proposal = chain.ledger.build_proposal([], chain.next_timestamp(), proposer=0, view=0)
+    proposal = chain.ledger.build_proposal(
+        chain.ledger.tip(), [], chain.next_timestamp(), proposer=0, view=0
+    )
     certificate = chain.consortium.certificate(proposal.block_hash, 1)
     block = proposal.to_committed(certificate)
     chain.store.commit_block(block, {b"membership/orgs": None, b"test/new": b"value"})
@@ -162,7 +164,9 @@ def test_opening_a_locked_directory_is_a_storage_error(chain: Chain) -> None:
 
 
 def test_commit_of_a_non_consecutive_height_crashes(chain: Chain) -> None:
-    proposal = chain.ledger.build_proposal([], chain.next_timestamp(), proposer=0, view=0)
+    proposal = chain.ledger.build_proposal(
+        chain.ledger.tip(), [], chain.next_timestamp(), proposer=0, view=0
+    )
     block = proposal.to_committed(chain.consortium.certificate(proposal.block_hash, 1))
     skipped = replace(block, header=replace(block.header, height=2))
     with pytest.raises(InvariantViolation, match="height 2 after 0"):
@@ -176,7 +180,9 @@ def test_commit_of_a_non_consecutive_height_crashes(chain: Chain) -> None:
 
 
 def test_commit_that_does_not_extend_the_tip_crashes(chain: Chain) -> None:
-    proposal = chain.ledger.build_proposal([], chain.next_timestamp(), proposer=0, view=0)
+    proposal = chain.ledger.build_proposal(
+        chain.ledger.tip(), [], chain.next_timestamp(), proposer=0, view=0
+    )
     block = proposal.to_committed(chain.consortium.certificate(proposal.block_hash, 1))
     forked = replace(block, header=replace(block.header, prev_hash=b"\x01" * 32))
     with pytest.raises(InvariantViolation, match="does not extend"):
@@ -185,7 +191,9 @@ def test_commit_that_does_not_extend_the_tip_crashes(chain: Chain) -> None:
 
 
 def test_ledger_refuses_an_invalid_certificate(chain: Chain) -> None:
-    proposal = chain.ledger.build_proposal([], chain.next_timestamp(), proposer=0, view=0)
+    proposal = chain.ledger.build_proposal(
+        chain.ledger.tip(), [], chain.next_timestamp(), proposer=0, view=0
+    )
     empty = CommitCertificate(proposal.block_hash, 1, ())
     with pytest.raises(InvariantViolation, match="invalid certificate"):
         chain.ledger.commit(proposal, empty)
@@ -214,10 +222,13 @@ def test_iter_blocks_bounds(chain: Chain) -> None:
     assert blocks == [chain.store.get_block(h) for h in (1, 2, 3)]
 
 
-def test_ledger_next_timestamp_is_monotonic(chain: Chain) -> None:
+def test_proposal_timestamp_is_monotonic_even_when_the_clock_is_behind(chain: Chain) -> None:
     genesis_time = chain.consortium.genesis.genesis_time
-    assert chain.ledger.next_timestamp_ms(genesis_time - 5_000) == genesis_time + 1
-    assert chain.ledger.next_timestamp_ms(genesis_time + 7) == genesis_time + 7
+    tip = chain.ledger.tip()
+    behind = chain.ledger.build_proposal(tip, [], genesis_time - 5_000, proposer=0, view=0)
+    assert behind.header.timestamp == genesis_time + 1
+    ahead = chain.ledger.build_proposal(tip, [], genesis_time + 7, proposer=0, view=0)
+    assert ahead.header.timestamp == genesis_time + 7
 
 
 def test_store_survives_a_reopen_of_an_untouched_directory(
