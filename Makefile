@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 NETWORK_DIR ?= testnet
-VALIDATORS ?= 1
 SEEDS ?= 1000
 
 .PHONY: up test lint soak bench clean-net install install-test
@@ -26,7 +25,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 up: install
-	$(BIN)/chancery up --dir $(NETWORK_DIR) --validators $(VALIDATORS)
+	$(BIN)/chancery up --dir $(NETWORK_DIR)
 
 test: install-test
 	$(BIN)/ruff check .

@@ -8,7 +8,7 @@ whole so its signatures verify in parallel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,6 +58,9 @@ class Admission:
         self.registry = registry
         self.verifier = verifier
         self.envelope_bytes_max = envelope_bytes_max
+        # Told of every transaction a client submitted and this node admitted (the relay
+        # sends them to every other validator). Peers' relayed batches are not announced.
+        self.on_admitted: Callable[[list[Transaction]], None] | None = None
 
     def decode(self, item: bytes | Any) -> Transaction:
         """Decode one envelope (msgpack bytes or a JSON object) and check its size and chain.
@@ -142,8 +145,13 @@ class Admission:
             return error
         return tx
 
-    async def admit_many(self, items: Sequence[bytes | Any]) -> list[AdmissionResult]:
-        """Admit a batch: decode all, verify all signatures in parallel, then admit in order."""
+    async def admit_many(
+        self, items: Sequence[bytes | Any], *, announce: bool = True
+    ) -> list[AdmissionResult]:
+        """Admit a batch: decode all, verify all signatures in parallel, then admit in order.
+
+        With `announce`, admitted transactions are passed to `on_admitted` (relayed).
+        """
         decoded: list[AdmissionResult] = []
         for item in items:
             try:
@@ -155,12 +163,17 @@ class Admission:
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in candidates
         ]
         verdicts = iter(await verify_async(self.verifier, checks))
-        return [
+        results = [
             self._admit_verified(result, next(verdicts))
             if isinstance(result, Transaction)
             else result
             for result in decoded
         ]
+        if announce and self.on_admitted is not None:
+            admitted = [result for result in results if isinstance(result, Transaction)]
+            if admitted:
+                self.on_admitted(admitted)
+        return results
 
     async def admit_one(self, item: bytes | Any) -> Transaction:
         """Raises: ChanceryError with the first failed check's code."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from node.client import AsyncClient
 from node.crypto import SigningKey, load_key_file
 from node.localnet import LocalNetwork
 from node.transaction import sign_transaction
@@ -61,31 +61,23 @@ def _sign_all(key: SigningKey, chain_id: str, count: int) -> list[tuple[bytes, b
 
 
 async def _follow_commits(
-    session: aiohttp.ClientSession,
     url: str,
     from_height: int,
     wanted: set[bytes],
     committed_at: dict[bytes, float],
     heights: set[int],
 ) -> None:
-    async with session.get(
-        f"{url}/v1/events",
-        params={"from_height": str(from_height)},
-        timeout=aiohttp.ClientTimeout(total=None),
-    ) as response:
-        event = ""
-        async for raw_line in response.content:
-            line = raw_line.decode().rstrip("\n")
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:") and event == "tx":
-                data = json.loads(line[5:])
-                tx_id = bytes.fromhex(data["tx_id"])
-                if tx_id in wanted:
-                    committed_at[tx_id] = time.monotonic()
-                    heights.add(data["height"])
-                    if len(committed_at) == len(wanted):
-                        return
+    """Timestamp each wanted transaction's commit as the node's event stream announces it."""
+    async with AsyncClient(url) as client:
+        async for event in client.events(from_height=from_height):
+            if event["event"] != "tx":
+                continue
+            tx_id = bytes.fromhex(event["data"]["tx_id"])
+            if tx_id in wanted:
+                committed_at[tx_id] = time.monotonic()
+                heights.add(event["data"]["height"])
+                if len(committed_at) == len(wanted):
+                    return
 
 
 async def _submit(
@@ -134,7 +126,7 @@ async def run_benchmark(
         submitted_at: dict[bytes, float] = {}
         heights: set[int] = set()
         follower = asyncio.create_task(
-            _follow_commits(session, url, status["height"] + 1, wanted, committed_at, heights)
+            _follow_commits(url, status["height"] + 1, wanted, committed_at, heights)
         )
         await asyncio.sleep(0.2)
         batches = [signed[i : i + batch_size] for i in range(0, count, batch_size)]

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from consensus.quorum import commit_vote_payload, quorum_size
 from node.crypto import DOMAIN_COMMIT, SIGNATURE_BYTES, SigningKey, verify
 from node.encoding import EncodingError, canonical_packb, pack_trusted, unpackb_strict
 from node.merkle import merkle_root
@@ -211,15 +212,6 @@ def next_state_root(previous_state_root: bytes, writes: Mapping[bytes, bytes | N
 
 def compute_validators_hash(public_keys: Iterable[bytes]) -> bytes:
     return sha256(canonical_packb(list(public_keys)))
-
-
-def quorum_size(validator_count: int) -> int:
-    """2f+1 with f = floor((n-1)/3)."""
-    return 2 * ((validator_count - 1) // 3) + 1
-
-
-def commit_vote_payload(chain_id: str, height: int, block_hash: bytes) -> bytes:
-    return canonical_packb([chain_id, height, block_hash])
 
 
 def sign_commit_vote(key: SigningKey, chain_id: str, height: int, block_hash: bytes) -> bytes:

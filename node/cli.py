@@ -37,7 +37,7 @@ from node.testnet import (
 
 URL_ENV_VAR: Final = "CHANCERY_URL"
 UP_DIR_DEFAULT: Final = "testnet"
-UP_VALIDATORS_DEFAULT: Final = 1
+UP_VALIDATORS_DEFAULT: Final = 4
 WATCH_INTERVAL_S: Final = 0.5
 EXIT_USAGE: Final = 2
 EXIT_FAILURE: Final = 1
@@ -101,12 +101,16 @@ def _keygen(args: argparse.Namespace) -> int:
 def _print_network(testnet: Testnet) -> None:
     """Where everything is: nodes, logs and the organisations' key files."""
     count = len(testnet.nodes)
-    print(f"network {testnet.chain_id}: {count} validator{'s' if count != 1 else ''}, "
-          f"genesis hash {testnet.genesis_hash.hex()}")
+    print(
+        f"network {testnet.chain_id}: {count} validator{'s' if count != 1 else ''}, "
+        f"genesis hash {testnet.genesis_hash.hex()}"
+    )
     print(f"  genesis  {testnet.genesis_path}")
     for node in testnet.nodes:
-        print(f"  node {node.index}   {node.org:<13} {node.api_url}  home {node.home}"
-              f"  log {node.log_path}")
+        print(
+            f"  node {node.index}   {node.org:<13} {node.api_url}  home {node.home}"
+            f"  log {node.log_path}"
+        )
     print("keys (PEM, mode 0600):")
     for org in testnet.orgs:
         roles = "[" + ",".join(org.roles) + "]"
@@ -309,9 +313,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url", help=f"node API URL (default: ${URL_ENV_VAR}, else {DEFAULT_URL})"
-    )
+    parser.add_argument("--url", help=f"node API URL (default: ${URL_ENV_VAR}, else {DEFAULT_URL})")
 
 
 def _add_network_commands(commands: Any) -> None:
@@ -333,8 +335,12 @@ def _add_network_commands(commands: Any) -> None:
 
     up = commands.add_parser("up", help="generate (if needed) and run a local network")
     up.add_argument("--dir", default=UP_DIR_DEFAULT, help=f"default: {UP_DIR_DEFAULT}")
-    up.add_argument("--validators", type=int, metavar="N",
-                    help=f"for a new network (default {UP_VALIDATORS_DEFAULT})")
+    up.add_argument(
+        "--validators",
+        type=int,
+        metavar="N",
+        help=f"for a new network (default {UP_VALIDATORS_DEFAULT})",
+    )
     up.set_defaults(handler=_up)
 
 
@@ -350,8 +356,12 @@ def _add_api_commands(commands: Any) -> None:
     send.add_argument("--key", required=True, metavar="FILE", help="signer's key file")
     send.add_argument("contract")
     send.add_argument("method")
-    send.add_argument("--args", default="{}", metavar="JSON",
-                      help="arguments as a JSON object (bytes as hex), or @FILE")
+    send.add_argument(
+        "--args",
+        default="{}",
+        metavar="JSON",
+        help="arguments as a JSON object (bytes as hex), or @FILE",
+    )
     send.add_argument("--wait", action="store_true", help="wait until committed")
     send.add_argument("--timeout-ms", type=int, metavar="MS", help="with --wait")
     _add_url(send)

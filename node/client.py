@@ -114,8 +114,9 @@ def _error_from_answer(status: int, body: bytes, headers: Mapping[str, str]) -> 
     except (ValueError, KeyError, TypeError):
         pass
     text = body[:200].decode("utf-8", "replace").strip() or "no body"
-    return ClientError(status, "client.unexpected_answer", f"HTTP {status}: {text}", None,
-                       retry_after_s)
+    return ClientError(
+        status, "client.unexpected_answer", f"HTTP {status}: {text}", None, retry_after_s
+    )
 
 
 def _parse_json(body: bytes, status: int) -> Any:
@@ -132,7 +133,7 @@ def _path(*segments: str) -> str:
 
 
 def _connection_failure_reason(error: aiohttp.ClientConnectionError) -> str:
-    """"Connection refused" rather than aiohttp's full repr, when the OS said why."""
+    """ "Connection refused" rather than aiohttp's full repr, when the OS said why."""
     if isinstance(error, aiohttp.ClientConnectorError) and error.os_error.errno:
         return os.strerror(error.os_error.errno).lower()
     return str(error) or type(error).__name__
@@ -258,8 +259,10 @@ def _hex_to_bytes(value: Any, name: str) -> Any:
 
 def _refuse_floats(value: Any, name: str) -> None:
     if isinstance(value, float):
-        raise ValueError(f"argument {name!r} contains the float {value}; use integers "
-                         "(amounts in cents, times in ms)")
+        raise ValueError(
+            f"argument {name!r} contains the float {value}; use integers "
+            "(amounts in cents, times in ms)"
+        )
     if isinstance(value, dict):
         for item in value.values():
             _refuse_floats(item, name)
@@ -298,8 +301,10 @@ def coerce_args(contract: str, method: str, json_args: Any) -> dict[str, Any]:
         elif isinstance(value, str | list):
             wire[name] = _hex_to_bytes(value, name)
         else:
-            raise ValueError(f"argument {name!r} must be a hex string (bytes on the wire), "
-                             f"got {type(value).__name__}")
+            raise ValueError(
+                f"argument {name!r} must be a hex string (bytes on the wire), "
+                f"got {type(value).__name__}"
+            )
     return wire
 
 
@@ -398,8 +403,9 @@ class AsyncClient:
             ) from None
         except aiohttp.ClientConnectionError as exc:
             raise ClientError(
-                None, "client.unreachable", f"cannot reach the node at {self.base_url}: "
-                f"{_connection_failure_reason(exc)}"
+                None,
+                "client.unreachable",
+                f"cannot reach the node at {self.base_url}: {_connection_failure_reason(exc)}",
             ) from None
         except aiohttp.ClientError as exc:  # aiohttp's own, e.g. a body cut short
             raise ClientError(
@@ -531,9 +537,7 @@ class AsyncClient:
         """`GET /v1/contracts/{contract}/{path...}` (each segment percent-encoded)."""
         return await self._json("GET", _path("v1", "contracts", contract, *path))
 
-    async def _stream_events(
-        self, cursor: EventCursor
-    ) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_events(self, cursor: EventCursor) -> AsyncIterator[dict[str, Any]]:
         """One connection to `/v1/events`: yields the new events until the stream ends."""
         target = "/v1/events"
         if cursor.resume_height is not None:
@@ -622,12 +626,14 @@ class Client:
         read_key: SigningKey | None = None,
     ) -> None:
         """Raises: ValueError for a bad URL (see AsyncClient)."""
-        self._async = AsyncClient(base_url, chain_id=chain_id, timeout_s=timeout_s,
-                                  read_key=read_key)
+        self._async = AsyncClient(
+            base_url, chain_id=chain_id, timeout_s=timeout_s, read_key=read_key
+        )
         self._loop = asyncio.new_event_loop()
         # A daemon thread: a forgotten close() must not keep the interpreter alive.
-        self._thread = threading.Thread(target=self._loop.run_forever, name="chancery-client",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chancery-client", daemon=True
+        )
         self._thread.start()
         self._closed = False
 
@@ -711,8 +717,16 @@ class Client:
         timestamp_ms: int | None = None,
     ) -> dict[str, Any]:
         return self._run(
-            self._async.submit(contract, method, args, key, wait=wait, timeout_ms=timeout_ms,
-                               nonce=nonce, timestamp_ms=timestamp_ms)
+            self._async.submit(
+                contract,
+                method,
+                args,
+                key,
+                wait=wait,
+                timeout_ms=timeout_ms,
+                nonce=nonce,
+                timestamp_ms=timestamp_ms,
+            )
         )
 
     def submit_envelope(

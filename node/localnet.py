@@ -61,18 +61,30 @@ class LocalNetwork:
     processes: dict[int, NodeProcess] = field(default_factory=dict)
 
     @classmethod
-    def generate(cls, directory: Path, validators: int = 1) -> LocalNetwork:
+    def generate(
+        cls, directory: Path, validators: int = 1, params: dict[str, int] | None = None
+    ) -> LocalNetwork:
         testnet = generate_testnet(
             directory,
             validators,
             base_api_port=free_port_base(validators, API_PORT_RANGE),
             base_p2p_port=free_port_base(validators, P2P_PORT_RANGE),
+            params=params,
         )
         return cls(testnet)
 
-    def start(self, index: int, *, wait: bool = True) -> NodeProcess:
+    def start(
+        self, index: int, *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> NodeProcess:
+        """Start node `index`; `env` adds environment variables (config overrides)."""
         node = self.testnet.nodes[index]
-        process = start_process(index, node_command(node.home), node.api_url, node.log_path)
+        process = start_process(
+            index,
+            node_command(node.home),
+            node.api_url,
+            node.log_path,
+            {**os.environ, **(env or {})},
+        )
         self.processes[index] = process
         if wait:
             wait_until_healthy([process])

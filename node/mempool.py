@@ -30,6 +30,8 @@ class Mempool:
         # Admission times (monotonic seconds) for the commit-latency histogram.
         self.admitted_at_s: dict[bytes, float] = {}
         self._not_empty = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._proposed)
@@ -70,6 +72,7 @@ class Mempool:
         self._bytes += tx.size_bytes
         self.admitted_at_s[tx.tx_id] = time.monotonic()
         self._not_empty.set()
+        self._empty.clear()
 
     def take_batch(self, txs_max: int, bytes_max: int) -> list[Transaction]:
         """Move up to `txs_max` transactions / `bytes_max` bytes, oldest first, to proposed."""
@@ -96,6 +99,8 @@ class Mempool:
                 self.admitted_at_s.pop(tx_id, None)
         if not self._queued:
             self._not_empty.clear()
+        if not self._queued and not self._proposed:
+            self._empty.set()
 
     def requeue(self, transactions: Iterable[Transaction]) -> None:
         """Put proposed-but-uncommitted transactions back at the front (a proposal failed)."""
@@ -106,5 +111,14 @@ class Mempool:
         if self._queued:
             self._not_empty.set()
 
+    def requeue_all_proposed(self) -> None:
+        """Every proposed-but-uncommitted transaction goes back (its proposal is void)."""
+        self.requeue(list(self._proposed.values()))
+
     async def wait_not_empty(self) -> None:
+        """Until some transaction is queued (not yet proposed)."""
         await self._not_empty.wait()
+
+    async def wait_empty(self) -> None:
+        """Until nothing is pending at all, queued or proposed."""
+        await self._empty.wait()

@@ -20,6 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 disable_created_metrics()
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Validator round trips on a LAN are sub-millisecond to tens of milliseconds.
+PEER_RTT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class NodeMetrics:
@@ -76,6 +78,66 @@ class NodeMetrics:
             "chancery_http_requests",
             "HTTP requests by route and status",
             ["route", "method", "status"],
+            registry=r,
+        )
+        self._add_peer_metrics(r)
+        self._add_consensus_metrics(r)
+
+    def _add_consensus_metrics(self, r: CollectorRegistry) -> None:
+        """Replica-level counters: messages a peer should not have sent, dropped events."""
+        self.peer_suspicions = Counter(
+            "chancery_peer_suspicions",
+            "Consensus messages dropped as invalid or misbehaving, per peer and code",
+            ["peer", "code"],
+            registry=r,
+        )
+        self.consensus_events_dropped = Counter(
+            "chancery_consensus_events_dropped",
+            "Consensus events dropped because the replica's queue was full",
+            registry=r,
+        )
+
+    def _add_peer_metrics(self, r: CollectorRegistry) -> None:
+        """Transport, relay and state-transfer metrics. `peer` is a validator index, or
+        `unknown` for a connection that never named a genesis validator."""
+        self.peer_connected = Gauge(
+            "chancery_peer_connected",
+            "1 while both directions to this validator peer are up",
+            ["peer"],
+            registry=r,
+        )
+        self.peer_frames_dropped = Counter(
+            "chancery_peer_frames_dropped",
+            "Frames or relayed items dropped, per peer and reason",
+            ["peer", "reason"],
+            registry=r,
+        )
+        self.peer_rtt = Histogram(
+            "chancery_peer_rtt_seconds",
+            "Ping round-trip time per validator peer",
+            ["peer"],
+            buckets=PEER_RTT_BUCKETS_S,
+            registry=r,
+        )
+        self.peer_handshakes_refused = Counter(
+            "chancery_peer_handshakes_refused",
+            "Connections refused during the p2p handshake, per claimed peer and reason",
+            ["peer", "reason"],
+            registry=r,
+        )
+        self.relay_envelopes_dropped = Counter(
+            "chancery_relay_envelopes_dropped",
+            "Admitted envelopes not relayed to peers, per reason",
+            ["reason"],
+            registry=r,
+        )
+        self.sync_blocks_applied = Counter(
+            "chancery_sync_blocks_applied", "Blocks applied by state transfer", registry=r
+        )
+        self.sync_peers_disbelieved = Counter(
+            "chancery_sync_peers_disbelieved",
+            "Peers that served a bad block during state transfer, per peer and code",
+            ["peer", "code"],
             registry=r,
         )
 

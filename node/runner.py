@@ -1,17 +1,19 @@
 """`chancery start`: run one node process until SIGINT or SIGTERM.
 
-Wires config -> services -> HTTP API + block production, and tears them down in reverse
-order. Logic lives in the layers; this module only starts and stops them.
+Wires config -> services -> peer transport, relay, state transfer, the PBFT driver and the
+HTTP API, and tears them down in reverse order. Logic lives in the layers; this module
+only starts and stops them. A single validator runs the same PBFT path with a quorum of one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
+import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -20,13 +22,19 @@ from node.api.app import create_app
 from node.config import ConfigError, NodeConfig, load_config
 from node.crypto import KeyFileError
 from node.genesis import GenesisError
-from node.producer import SoloProducer
-from node.services import NodeServices, NodeSetupError, build_services
+from node.p2p.transport import PeerTransport, TransportError
+from node.pbft import ConsensusDriver, commit_thread
+from node.relay import TransactionRelay
+from node.services import NodeServices, NodeSetupError, build_services, load_node_keys
 from node.storage import StorageError
+from node.supervisor import port_in_use
+from node.sync import BlockSync
 
 log = logging.getLogger("chancery")
 
 SHUTDOWN_GRACE_S = 5.0
+# Test-only: makes this node misbehave (see node/byzantine.py); used by multi-process tests.
+BYZANTINE_ENV = "CHANCERY_TEST_BYZANTINE"
 
 
 class PortInUseError(Exception):
@@ -41,63 +49,106 @@ def _configure_logging(config: NodeConfig) -> None:
     )
 
 
-async def _serve(services: NodeServices) -> None:
-    config = services.config
-    app = create_app(services)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
-    await runner.setup()
-    site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        if exc.errno == errno.EADDRINUSE:
+def check_ports_free(config: NodeConfig) -> None:
+    """Refuse early, before opening the data directory, if a port is taken.
+
+    Raises:
+        PortInUseError: naming the port and what it is for.
+    """
+    for what, host, port in (
+        ("API", config.api.host, config.api.port),
+        ("p2p", config.p2p.host, config.p2p.port),
+    ):
+        if port_in_use(host, port):
             raise PortInUseError(
-                f"API port {config.api.host}:{config.api.port} is in use (is another node running?)"
-            ) from None
-        raise
-    producer = _start_producer(services)
-    producer_task = asyncio.create_task(producer.run(), name="producer")
+                f"{what} port {host}:{port} is in use (is this node already running?)"
+            )
+
+
+@dataclass
+class RunningNode:
+    """The started parts of a node, stopped in reverse order."""
+
+    transport: PeerTransport
+    relay: TransactionRelay
+    sync: BlockSync
+    driver: ConsensusDriver
+    http: web.AppRunner
+
+
+async def _start(services: NodeServices) -> RunningNode:
+    config = services.config
+    thread = commit_thread()
+    transport = PeerTransport(
+        services.identity.index,
+        services.key,
+        services.genesis,
+        config.p2p,
+        services.metrics,
+        on_message=lambda peer, raw: None,
+    )
+    relay = TransactionRelay(transport, services.admission, services.metrics)
+    services.admission.on_admitted = lambda txs: relay.relay([tx.envelope for tx in txs])
+    sync = BlockSync(
+        transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
+    )
+    driver = ConsensusDriver(services, transport, sync, thread)
+    byzantine = os.environ.get(BYZANTINE_ENV)
+    if byzantine:
+        from node.byzantine import install  # test-only behaviour, never imported otherwise
+
+        log.warning("TEST BUILD: this node is Byzantine (%s=%s)", BYZANTINE_ENV, byzantine)
+        install(driver, byzantine)
+    runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        await transport.start()
+        await web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True).start()
+    except OSError as exc:
+        await transport.stop()
+        await runner.cleanup()
+        raise PortInUseError(
+            f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}"
+        ) from None
+    await relay.start()
+    return RunningNode(transport, relay, sync, driver, runner)
+
+
+async def _stop(node: RunningNode) -> None:
+    await node.driver.stop()
+    await node.relay.stop()
+    await node.transport.stop()
+    node.sync.close()
+    await node.http.cleanup()
+
+
+async def _serve(services: NodeServices) -> None:
+    node = await _start(services)
+    consensus = asyncio.create_task(node.driver.run(), name="consensus")
     log.info(
-        "node %d (%s) serving http://%s:%d height=%d chain=%s",
+        "node %d (%s) serving http://%s:%d height=%d chain=%s validators=%d",
         services.identity.index,
         services.identity.org,
-        config.api.host,
-        config.api.port,
+        services.config.api.host,
+        services.config.api.port,
         services.store.height,
         services.genesis.chain_id,
+        len(services.genesis.validators),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await asyncio.wait(
-        [asyncio.create_task(stop.wait()), producer_task], return_when=asyncio.FIRST_COMPLETED
-    )
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([stopper, consensus], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
-    producer_task.cancel()
+    consensus.cancel()
+    stopper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await producer_task
-    producer.close()
-    await runner.cleanup()
-
-
-def _start_producer(services: NodeServices) -> SoloProducer:
-    # One validator orders alone; PBFT (several validators) plugs in here.
-    if len(services.genesis.validators) != 1:
-        raise NodeSetupError(
-            "this build orders blocks with a single validator; the genesis names "
-            f"{len(services.genesis.validators)}"
-        )
-    return SoloProducer(
-        services.ledger,
-        services.mempool,
-        services.notifier,
-        services.key,
-        services.identity.index,
-        services.config.consensus.batch_interval_ms,
-        services.metrics,
-    )
+        await consensus
+    await _stop(node)
+    if consensus.done() and not consensus.cancelled() and consensus.exception() is not None:
+        raise consensus.exception()  # type: ignore[misc] - a bug: crash loudly
 
 
 def run_node(home: Path) -> int:
@@ -109,13 +160,18 @@ def run_node(home: Path) -> int:
         return 2
     _configure_logging(config)
     try:
-        services = build_services(config)
+        keys = load_node_keys(config)
+        check_ports_free(config)
+        services = build_services(config, keys)
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (GenesisError, KeyFileError, StorageError, NodeSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(_serve(services))
-    except (PortInUseError, NodeSetupError) as exc:
+    except (PortInUseError, NodeSetupError, TransportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -89,15 +89,34 @@ def _identity(config: NodeConfig, genesis: Genesis, key: SigningKey) -> NodeIden
     return NodeIdentity(index, validator.org, key.public_key)
 
 
-def build_services(config: NodeConfig) -> NodeServices:
-    """Load genesis and key, open the store, and wire the components.
+@dataclass(frozen=True, slots=True)
+class NodeKeys:
+    """The node's genesis and validator key, checked against each other."""
+
+    genesis: Genesis
+    key: SigningKey
+    identity: NodeIdentity
+
+
+def load_node_keys(config: NodeConfig) -> NodeKeys:
+    """Read and check genesis and the validator key: cheap, local, done before anything else.
+
+    Raises:
+        NodeSetupError, GenesisError, KeyFileError: with a message to act on.
+    """
+    genesis = load_genesis(config.genesis_path)
+    key = load_key_file(config.key_path)
+    return NodeKeys(genesis, key, _identity(config, genesis, key))
+
+
+def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServices:
+    """Open the store and wire the components (loading genesis and key unless given).
 
     Raises:
         NodeSetupError, GenesisError, KeyFileError, StorageError: with a message to act on.
     """
-    genesis: Genesis = load_genesis(config.genesis_path)
-    key = load_key_file(config.key_path)
-    identity = _identity(config, genesis, key)
+    keys = keys or load_node_keys(config)
+    genesis, key, identity = keys.genesis, keys.key, keys.identity
     registry = builtin_registry()
     store = ChainStore.open(config.data_path, genesis)
     mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)

@@ -183,6 +183,21 @@ class ChainStore:
             if block is not None:
                 yield block
 
+    # --- the consensus log (votes a replica must never contradict) ----------------------
+
+    def put_consensus(self, key: bytes, value: bytes) -> None:
+        """Write one consensus-log record, synced: it must be on disk before the vote leaves."""
+        self._db.put(CONSENSUS_PREFIX + key, value, sync=True)
+
+    def consensus_records(self) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.iterator(prefix=CONSENSUS_PREFIX):
+            yield key[len(CONSENSUS_PREFIX) :], value
+
+    def delete_consensus(self, keys: list[bytes]) -> None:
+        with self._db.write_batch() as batch:
+            for key in keys:
+                batch.delete(CONSENSUS_PREFIX + key)
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()

@@ -204,8 +204,11 @@ def generate_testnet(
     base_p2p_port: int = 9600,
     chain_id: str = "chancery-local",
     genesis_time_ms: int | None = None,
+    params: dict[str, int] | None = None,
 ) -> Testnet:
     """Write a complete local network into `out_dir` and return its description.
+
+    `params` overrides genesis chain parameters (e.g. `max_block_txs` for tests).
 
     Node i listens on API port `base_api_port + i` and p2p port `base_p2p_port + i` on
     127.0.0.1, belongs to organisation `ORGANIZATIONS[i % 4]` and lists every other node
@@ -229,12 +232,13 @@ def generate_testnet(
         )
         for index in range(validators)
     ]
-    genesis_bytes = genesis_document(chain_id, genesis_time_ms, orgs, validator_list)
+    genesis_bytes = genesis_document(chain_id, genesis_time_ms, orgs, validator_list, params)
     # Parse what we wrote: the generator must never hand nodes a genesis they would refuse.
     genesis = parse_genesis(genesis_bytes)
     _write_new_file(out_dir / GENESIS_FILE_NAME, genesis_bytes)
-    network = _network_document(genesis.chain_id, genesis.genesis_hash, validator_list,
-                                base_api_port, base_p2p_port)
+    network = _network_document(
+        genesis.chain_id, genesis.genesis_hash, validator_list, base_api_port, base_p2p_port
+    )
     _write_new_file(out_dir / NETWORK_FILE_NAME, (json.dumps(network, indent=2) + "\n").encode())
     return _parse_network(network, out_dir)
 

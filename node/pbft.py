@@ -1,0 +1,492 @@
+"""The PBFT driver: runs a `consensus.Replica` inside the node and carries out its actions.
+
+It is the only place where the sans-I/O replica meets the world: peer messages are decoded
+at the edge into consensus messages, timers become asyncio timers, `ExecuteProposal` runs
+the ledger's build/check path, `PersistVote` is a synced LevelDB write done before any
+later action (so a vote never leaves before it is durable), and `CommitBlock` persists the
+block before waiting clients and subscribers are told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+from consensus.config import ReplicaConfig
+from consensus.events import (
+    Action,
+    BatchReady,
+    BlocksFetched,
+    Broadcast,
+    CancelTimer,
+    CommitBlock,
+    EnteredView,
+    Event,
+    ExecuteProposal,
+    ExecutionResult,
+    FetchBlocks,
+    FetchProposal,
+    MessageReceived,
+    PersistVote,
+    ProposalFetched,
+    RequestBatch,
+    RequestsPending,
+    Send,
+    SetTimer,
+    Suspect,
+    TimerFired,
+    TimerKind,
+)
+from consensus.messages import MESSAGE_TYPES, MessageFormatError, from_wire, to_wire
+from consensus.quorum import commit_vote_payload
+from consensus.replica import Replica
+from node.admission import verify_async
+from node.block import CommitCertificate, CommittedBlock, Receipt, sign_commit_vote
+from node.consensus_log import ConsensusLog
+from node.crypto import DOMAIN_COMMIT, DOMAIN_P2P, DOMAIN_TX, SignatureCheck, SigningKey, verify
+from node.errors import ChanceryError
+from node.invariants import require
+from node.ledger import Parent, Proposal, ProposalRejected
+from node.p2p.transport import PeerTransport, TransportError
+from node.services import NodeServices
+from node.sync import BlockSync
+from node.transaction import Transaction, decode_envelope
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE_EVENTS_MAX: Final = 20_000
+PROPOSAL_FETCH_TIMEOUT_S: Final = 5.0
+PENDING_PROPOSALS_MAX: Final = 256
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ed25519Authenticator:
+    """`consensus.auth.Authenticator` with the validator keys from genesis."""
+
+    def __init__(self, key: SigningKey, chain_id: str, validator_keys: Sequence[bytes]) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.validator_keys = tuple(validator_keys)
+
+    def sign(self, payload: bytes) -> bytes:
+        return self.key.sign(DOMAIN_P2P, payload)
+
+    def sign_commit_vote(self, height: int, block_hash: bytes) -> bytes:
+        return sign_commit_vote(self.key, self.chain_id, height, block_hash)
+
+    def verify(self, signer: int, payload: bytes, signature: bytes) -> bool:
+        if not 0 <= signer < len(self.validator_keys):
+            return False
+        return verify(self.validator_keys[signer], DOMAIN_P2P, payload, signature)
+
+    def verify_commit_vote(self, signer: int, height: int, block_hash: bytes, vote: bytes) -> bool:
+        if not 0 <= signer < len(self.validator_keys):
+            return False
+        payload = commit_vote_payload(self.chain_id, height, block_hash)
+        return verify(self.validator_keys[signer], DOMAIN_COMMIT, payload, vote)
+
+
+def replica_config(services: NodeServices) -> ReplicaConfig:
+    consensus = services.config.consensus
+    return ReplicaConfig(
+        chain_id=services.genesis.chain_id,
+        validator_count=len(services.genesis.validators),
+        index=services.identity.index,
+        window_blocks=consensus.window_blocks,
+        checkpoint_interval_blocks=consensus.checkpoint_interval_blocks,
+        view_timeout_ms=consensus.view_timeout_ms,
+    )
+
+
+class ConsensusDriver:
+    """One replica, its event queue, and the node operations behind its actions."""
+
+    def __init__(
+        self,
+        services: NodeServices,
+        transport: PeerTransport,
+        sync: BlockSync,
+        commit_thread: ThreadPoolExecutor,
+    ) -> None:
+        self.services = services
+        self.transport = transport
+        self.sync = sync
+        self.log = ConsensusLog(services.store)
+        auth = Ed25519Authenticator(
+            services.key, services.genesis.chain_id, services.genesis.validator_keys
+        )
+        self.replica = Replica(replica_config(services), auth, self.log.recover())
+        self.chain_id = services.genesis.chain_id
+        self.events: asyncio.Queue[Event] = asyncio.Queue(maxsize=EVENT_QUEUE_EVENTS_MAX)
+        self._internal: deque[Event] = deque()
+        self.pending: dict[bytes, Proposal] = {}
+        self.batches: dict[int, list[Transaction]] = {}
+        self._timers: dict[TimerKind, asyncio.TimerHandle] = {}
+        self._batch_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._commit_thread = commit_thread
+        # Test-only: a Byzantine build rewrites this node's outgoing actions (node.byzantine).
+        self.action_filter: Callable[[list[Action]], list[Action]] | None = None
+        for kind in MESSAGE_TYPES:
+            transport.subscribe(kind, self._on_peer_message)
+        transport.on_request("get_proposal", self._serve_proposal)
+        transport.on_connection_change(self._on_connection_change)
+        sync.on_applied = self._on_blocks_applied
+        self._update_status()
+
+    # --- the event loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process events for ever, one at a time; actions are carried out in order."""
+        self._spawn(self._watch_pending_requests())
+        await self._carry_out(self.replica.start())
+        while True:
+            event = await self.events.get()
+            await self._feed(event)
+
+    async def _feed(self, event: Event) -> None:
+        self._internal.append(event)
+        while self._internal:
+            actions = self.replica.handle(self._internal.popleft())
+            await self._carry_out(actions)
+        self._update_status()
+
+    def post(self, event: Event) -> None:
+        """Queue an event from the outside (peer message, timer, batch); drop when full."""
+        try:
+            self.events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.services.metrics.consensus_events_dropped.inc()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        tasks = [*self._tasks, *([self._batch_task] if self._batch_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def _carry_out(self, actions: list[Action]) -> None:
+        if self.action_filter is not None:
+            actions = self.action_filter(actions)
+        for action in actions:
+            await self._carry_out_one(action)
+
+    async def _carry_out_one(self, action: Action) -> None:
+        if isinstance(action, Broadcast):
+            self.transport.broadcast(to_wire(action.message, self.chain_id))
+        elif isinstance(action, Send):
+            self.transport.send(action.peer, to_wire(action.message, self.chain_id))
+        elif isinstance(action, PersistVote):
+            if action.kind == "view" and action.in_view_change:
+                log.warning("view change to view %d at height %d", action.view, action.height)
+            proposal = self.pending.get(action.block_hash) if action.kind == "prepared" else None
+            txs = () if proposal is None else tuple(tx.envelope for tx in proposal.transactions)
+            await self._run_in_commit_thread(self.log.persist, action, txs)
+        elif isinstance(action, SetTimer):
+            self._set_timer(action.kind, action.delay_ms)
+        elif isinstance(action, CancelTimer):
+            handle = self._timers.pop(action.kind, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(action, RequestBatch):
+            self._request_batch(action.height)
+        elif isinstance(action, ExecuteProposal):
+            self._internal.append(await self._execute(action))
+        elif isinstance(action, CommitBlock):
+            await self._commit(action)
+        elif isinstance(action, FetchBlocks):
+            log.info("fetching blocks up to %d from %s", action.target_height, action.peers)
+            self._internal.append(await self._fetch_blocks(action))
+        elif isinstance(action, FetchProposal):
+            log.info("fetching proposal %s from %s", action.block_hash.hex()[:16], action.peers)
+            self._spawn(self._fetch_proposal(action))
+        elif isinstance(action, EnteredView):
+            self._entered_view(action)
+        elif isinstance(action, Suspect):
+            self.services.metrics.peer_suspicions.labels(
+                peer=str(action.peer), code=action.code
+            ).inc()
+
+    async def _run_in_commit_thread(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._commit_thread, function, *args
+        )
+
+    def _set_timer(self, kind: TimerKind, delay_ms: int) -> None:
+        previous = self._timers.pop(kind, None)
+        if previous is not None:
+            previous.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[kind] = loop.call_later(delay_ms / 1000, self.post, TimerFired(kind))
+
+    # --- batches (primary) -----------------------------------------------------------------
+
+    def _request_batch(self, height: int) -> None:
+        if self._batch_task is not None:
+            self._batch_task.cancel()
+        self._batch_task = asyncio.ensure_future(self._cut_batch(height))
+
+    async def _cut_batch(self, height: int) -> None:
+        """Wait for transactions, then up to `batch_interval_ms` to fill the block."""
+        mempool = self.services.mempool
+        params = self.services.genesis.params
+        await mempool.wait_not_empty()
+        interval_ms = self.services.config.consensus.batch_interval_ms
+        if mempool.queued_count < params.max_block_txs and interval_ms > 0:
+            await asyncio.sleep(interval_ms / 1000)
+        batch = mempool.take_batch(params.max_block_txs, params.max_block_bytes)
+        self.batches = {height: batch}
+        self.post(BatchReady(height, tuple(tx.envelope for tx in batch)))
+
+    # --- execution -------------------------------------------------------------------------
+
+    def _parent(self, parent_hash: bytes) -> Parent | None:
+        store = self.services.store
+        if parent_hash == store.last_block_hash:
+            return self.services.ledger.tip()
+        proposal = self.pending.get(parent_hash)
+        return None if proposal is None else proposal.as_parent()
+
+    async def _execute(self, action: ExecuteProposal) -> ExecutionResult:
+        parent = self._parent(action.parent_hash)
+        if parent is None or parent.height != action.height - 1:
+            return ExecutionResult(action.view, action.height, False, reason="local.unknown_parent")
+        try:
+            if action.header is None:
+                proposal = await self._build(action, parent)
+            else:
+                proposal = await self._check(action, parent)
+        except ProposalRejected as rejected:
+            return ExecutionResult(action.view, action.height, False, reason=rejected.code)
+        if len(self.pending) >= PENDING_PROPOSALS_MAX:
+            self._prune_pending(self.services.store.height)
+        self.pending[proposal.block_hash] = proposal
+        return ExecutionResult(
+            action.view,
+            action.height,
+            True,
+            proposal.block_hash,
+            action.parent_hash,
+            proposal.header_bytes,
+            tuple(tx.envelope for tx in proposal.transactions),
+        )
+
+    async def _build(self, action: ExecuteProposal, parent: Parent) -> Proposal:
+        store = self.services.store
+        batch = [
+            tx
+            for tx in self.batches.pop(action.height, [])
+            if tx.tx_id not in parent.pending_tx_ids and not store.has_tx(tx.tx_id)
+        ]
+        if not batch:
+            raise ProposalRejected("local.empty_batch", "every transaction is already in a block")
+        ledger = self.services.ledger
+        return await self._run_in_commit_thread(
+            ledger.build_proposal,
+            parent,
+            batch,
+            wall_clock_ms(),
+            self.services.identity.index,
+            action.view,
+        )
+
+    async def _check(self, action: ExecuteProposal, parent: Parent) -> Proposal:
+        """Re-execute a proposal: its transactions' signatures, header and every root."""
+        header = action.header
+        assert header is not None
+        transactions = await self._decode_proposed(action.txs)
+        proposal: Proposal = await self._run_in_commit_thread(
+            self.services.ledger.check_proposal, header, transactions, parent, wall_clock_ms()
+        )
+        expected = (
+            action.expected_block_hash,
+            action.expected_proposer,
+            action.expected_header_view,
+        )
+        if action.expected_block_hash not in (None, proposal.block_hash):
+            raise ProposalRejected("proposal.hash", "header does not hash to the block hash")
+        if expected[1] is not None and proposal.header.proposer != expected[1]:
+            raise ProposalRejected("proposal.proposer", "header names another proposer")
+        if expected[2] is not None and proposal.header.view != expected[2]:
+            raise ProposalRejected("proposal.view", "header names another view")
+        return proposal
+
+    async def _decode_proposed(self, envelopes: Sequence[bytes]) -> list[Transaction]:
+        """Envelopes -> transactions; reuse verified mempool entries, verify the rest."""
+        mempool = self.services.mempool
+        transactions: list[Transaction] = []
+        unverified: list[Transaction] = []
+        for envelope in envelopes:
+            try:
+                decoded = decode_envelope(envelope)
+            except ChanceryError as error:
+                raise ProposalRejected("proposal.malformed_tx", error.message) from None
+            known = mempool.get(decoded.tx_id)
+            if known is not None and known.envelope == decoded.envelope:
+                transactions.append(known)
+            else:
+                transactions.append(decoded)
+                unverified.append(decoded)
+        checks = [
+            SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in unverified
+        ]
+        if not all(await verify_async(self.services.verifier, checks)):
+            raise ProposalRejected("proposal.bad_tx_signature", "a transaction signature fails")
+        return transactions
+
+    # --- commit ----------------------------------------------------------------------------
+
+    async def _commit(self, action: CommitBlock) -> None:
+        proposal = self.pending.pop(action.block_hash, None)
+        require(proposal is not None, f"commit of block {action.block_hash.hex()} never executed")
+        assert proposal is not None
+        certificate = CommitCertificate(action.block_hash, action.height, action.signatures)
+        started = time.monotonic()
+        block = await self._run_in_commit_thread(self._commit_and_forget, proposal, certificate)
+        self._after_commit([(block, proposal.output.receipts)], started)
+
+    def _commit_and_forget(
+        self, proposal: Proposal, certificate: CommitCertificate
+    ) -> CommittedBlock:
+        block = self.services.ledger.commit(proposal, certificate)
+        self.log.forget_prepared(block.height)
+        return block
+
+    def _after_commit(
+        self, committed: list[tuple[CommittedBlock, tuple[Receipt, ...]]], started: float
+    ) -> None:
+        """The blocks are durable: update the mempool and metrics, then tell everyone."""
+        services = self.services
+        metrics = services.metrics
+        now = time.monotonic()
+        for block, receipts in committed:
+            for tx_id in block.tx_ids:
+                admitted = services.mempool.admitted_at_s.get(tx_id)
+                if admitted is not None:
+                    metrics.commit_latency.observe(now - admitted)
+            services.mempool.remove_committed(block.tx_ids)
+            metrics.block_height.set(block.height)
+            metrics.committed_txs.inc(len(block.tx_ids))
+            metrics.failed_txs.inc(sum(1 for receipt in receipts if not receipt.ok))
+            metrics.block_txs.observe(len(block.tx_ids))
+            services.notifier.publish(block, receipts)
+        metrics.block_commit_seconds.observe(now - started)
+        self._prune_pending(services.store.height)
+
+    def _prune_pending(self, committed_height: int) -> None:
+        self.pending = {h: p for h, p in self.pending.items() if p.height > committed_height}
+
+    # --- state transfer and proposals from peers -------------------------------------------
+
+    async def _fetch_blocks(self, action: FetchBlocks) -> BlocksFetched:
+        services = self.services
+        services.consensus.syncing = True
+        self._update_status()
+        try:
+            peers = list(action.peers) or sorted(self.transport.connected_peers())
+            await self.sync.catch_up(action.target_height, peers)
+        except (TransportError, ProposalRejected) as exc:
+            log.warning("state transfer stopped: %s", exc)
+        finally:
+            services.consensus.syncing = False
+        store = services.store
+        summary = store.get_block_summary(store.height)
+        signatures = summary[3].signatures if summary is not None else ()
+        return BlocksFetched(store.height, store.last_block_hash, signatures)
+
+    def _on_blocks_applied(self, blocks: Sequence[CommittedBlock]) -> None:
+        receipts = [tuple(Receipt.decode(r) for r in block.receipts) for block in blocks]
+        self._after_commit(list(zip(blocks, receipts, strict=True)), time.monotonic())
+
+    async def _fetch_proposal(self, action: FetchProposal) -> None:
+        for peer in action.peers:
+            request = {"type": "get_proposal", "block_hash": action.block_hash}
+            try:
+                answer = await self.transport.request(peer, request, PROPOSAL_FETCH_TIMEOUT_S)
+            except TransportError:
+                continue
+            txs = answer.get("txs")
+            if isinstance(txs, list) and all(isinstance(tx, bytes) for tx in txs):
+                self.post(ProposalFetched(action.block_hash, tuple(txs)))
+                return
+
+    async def _serve_proposal(self, peer: int, request: dict[str, Any]) -> dict[str, Any]:
+        block_hash = request.get("block_hash")
+        proposal = self.pending.get(block_hash) if isinstance(block_hash, bytes) else None
+        if proposal is not None:
+            return {"txs": [tx.envelope for tx in proposal.transactions]}
+        known = self.replica.proposals.get(block_hash) if isinstance(block_hash, bytes) else None
+        if known is not None:
+            return {"txs": list(known.txs)}
+        raise TransportError("p2p.not_found", "no such proposal here")
+
+    # --- views, peers, status --------------------------------------------------------------
+
+    def _entered_view(self, action: EnteredView) -> None:
+        """Speculative blocks of the old view are void: their transactions go back."""
+        self._prune_pending(10**18)
+        self.batches.clear()
+        if self._batch_task is not None:
+            self._batch_task.cancel()
+            self._batch_task = None
+        self.services.mempool.requeue_all_proposed()
+        self.services.metrics.view.set(action.view)
+        if action.view > 0:
+            self.services.metrics.view_changes.inc()
+        log.info(
+            "entered view %d (primary %d) at height %d",
+            action.view,
+            action.primary,
+            action.committed_height,
+        )
+
+    def _on_peer_message(self, peer: int, raw: dict[str, Any]) -> None:
+        try:
+            message = from_wire(raw, self.chain_id)
+        except MessageFormatError:
+            self.services.metrics.peer_suspicions.labels(peer=str(peer), code="malformed").inc()
+            return
+        self.post(MessageReceived(peer, message))
+
+    def _on_connection_change(self, peer: int, connected: bool) -> None:
+        peers = self.services.consensus.connected_peers
+        if connected:
+            peers.add(peer)
+        else:
+            peers.discard(peer)
+        self.services.metrics.peers_connected.set(len(peers))
+
+    def _update_status(self) -> None:
+        status = self.services.consensus
+        status.view = self.replica.view
+        status.primary = self.replica.primary
+
+    async def _watch_pending_requests(self) -> None:
+        """Tell the replica when the mempool turns non-empty and when it drains."""
+        mempool = self.services.mempool
+        while True:
+            await mempool.wait_not_empty()
+            self.post(RequestsPending(True))
+            await mempool.wait_empty()
+            self.post(RequestsPending(False))
+
+
+def commit_thread() -> ThreadPoolExecutor:
+    """The one thread that executes and writes blocks, strictly in order."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
