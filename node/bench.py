@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txs", type=int, default=40_000, help="transactions to submit")
     parser.add_argument("--batch", type=int, default=1000, help="envelopes per batch request")
     parser.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
-    parser.add_argument("--validators", type=int, default=1, help="validators of the local network")
+    parser.add_argument("--validators", type=int, default=4, help="validators of the local network")
     parser.add_argument("--url", help="benchmark a running node instead of a fresh local network")
     parser.add_argument("--key", type=Path, help="with --url: an org admin key file")
     args = parser.parse_args(argv)
