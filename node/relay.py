@@ -26,6 +26,7 @@ from node.admission import Admission
 from node.errors import ChanceryError
 from node.invariants import require
 from node.metrics import NodeMetrics
+from node.p2p.framing import FrameError
 from node.p2p.transport import PeerTransport
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,14 @@ class TransactionRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_full.wait(), interval_s)
             while self._buffer:
-                self.transport.broadcast({"type": "txs", "envelopes": self._take_batch()})
+                batch = self._take_batch()
+                try:
+                    self.transport.broadcast({"type": "txs", "envelopes": batch})
+                except FrameError as exc:  # the size bounds above should make this impossible
+                    log.error("relay batch of %d envelopes not sent: %s", len(batch), exc)
+                    self.metrics.relay_envelopes_dropped.labels(reason="unencodable").inc(
+                        len(batch)
+                    )
             self._buffered.clear()
             self._batch_full.clear()
 

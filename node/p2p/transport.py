@@ -402,16 +402,11 @@ class PeerTransport:
 
     # -- outbound connections --------------------------------------------------------------
 
-    def _backoff_s(self, delay_s: float) -> float:
-        return delay_s * (1 - RECONNECT_JITTER_FRACTION * self._rng.random())
-
     async def _dial_loop(self, link: _PeerLink) -> None:
-        delay_s = RECONNECT_DELAY_S_MIN
+        failures = 0
         while True:
-            if await self._dial_once(link):
-                delay_s = RECONNECT_DELAY_S_MIN
-            await asyncio.sleep(self._backoff_s(delay_s))
-            delay_s = min(2 * delay_s, RECONNECT_DELAY_S_MAX)
+            failures = 0 if await self._dial_once(link) else failures + 1
+            await asyncio.sleep(reconnect_delay_s(failures, self._rng))
 
     async def _dial_once(self, link: _PeerLink) -> bool:
         """One connection attempt; True when it was authenticated (and has now ended)."""
@@ -430,7 +425,7 @@ class PeerTransport:
                 reader, writer, self._local, link.index, self._handshake_timeout_s
             )
         except HandshakeRefused as refusal:
-            self._count_refusal(refusal)
+            self._count_refusal(refusal, link)
             writer.close()
             return False
         await self._run_outbound(link, reader, writer)
@@ -646,17 +641,27 @@ class PeerTransport:
         for listener in self._listeners:
             listener(link.index, connected)
 
-    def _count_refusal(self, refusal: HandshakeRefused) -> None:
-        link = self._links.get(refusal.claimed_index) if refusal.claimed_index is not None else None
+    def _count_refusal(self, refusal: HandshakeRefused, dialled: _PeerLink | None = None) -> None:
+        """Count a refusal against the validator dialled or claimed, if there is one."""
+        link = dialled
+        if link is None and refusal.claimed_index is not None:
+            link = self._links.get(refusal.claimed_index)
         if link is None:
-            counts = self._refused_unattributed
-            label = UNKNOWN_PEER_LABEL
+            counts, label = self._refused_unattributed, UNKNOWN_PEER_LABEL
         else:
-            counts = link.counters.handshakes_refused
-            label = link.label
+            counts, label = link.counters.handshakes_refused, link.label
         counts[refusal.reason] = counts.get(refusal.reason, 0) + 1
         self.metrics.peer_handshakes_refused.labels(peer=label, reason=refusal.reason).inc()
-        log.info("p2p handshake refused (peer %s): %s", label, refusal.message)
+        # Anything on the network can knock; only a refusal naming a validator is news.
+        level = logging.DEBUG if link is None else logging.WARNING
+        log.log(level, "p2p handshake refused (peer %s): %s", label, refusal.message)
+
+
+def reconnect_delay_s(failures: int, rng: random.Random) -> float:
+    """The wait before the next dial: RECONNECT_DELAY_S_MIN doubled per failure in a row,
+    capped at RECONNECT_DELAY_S_MAX, less up to RECONNECT_JITTER_FRACTION of it at random."""
+    delay_s = min(RECONNECT_DELAY_S_MIN * 2 ** min(failures, 32), RECONNECT_DELAY_S_MAX)
+    return delay_s * (1 - RECONNECT_JITTER_FRACTION * rng.random())
 
 
 def _disconnected(peer_index: int) -> TransportError:
