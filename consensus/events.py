@@ -167,10 +167,16 @@ class CommitBlock:
 
 @dataclass(frozen=True, slots=True)
 class FetchBlocks:
-    """Fall behind: fetch certified blocks up to `target_height` from `peers`."""
+    """Fall behind: fetch certified blocks up to `target_height` from `peers`.
+
+    `proven` lists `(height, block_hash, commit signatures)` this replica has seen proven
+    (in a VIEW-CHANGE): a block among them that the node executed itself can be committed
+    with that certificate without fetching it.
+    """
 
     target_height: int
     peers: tuple[int, ...]
+    proven: tuple[tuple[int, bytes, tuple[tuple[int, bytes], ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from consensus.messages import (
 from consensus.view_change import NewViewPlan, plan_new_view, view_change_problem
 
 BACKOFF_DOUBLINGS_MAX = 6
+RECENT_COMMITTED_MAX = 256
 
 
 class Phase(Enum):
@@ -119,6 +120,10 @@ class Replica:
             h: c for h, c in recovered.prepared.items() if h > self.committed_height
         }
         self.slots: dict[int, Slot] = {}
+        # Hashes of the last committed heights: to vote for re-proposals of them.
+        self.recent_committed: dict[int, bytes] = {
+            recovered.committed_height: recovered.committed_hash
+        }
         self.proposals: dict[bytes, PrePrepare] = {
             certificate.block_hash: PrePrepare(
                 certificate.view,
@@ -234,14 +239,16 @@ class Replica:
 
     def _admit_view_message(self, message: PrePrepare | Prepare | Commit) -> Slot | None:
         """The slot a normal-case message belongs to, or None if it is not for now."""
+        if message.height > self.committed_height + self.config.window_blocks:
+            # Whatever its view: f+1 peers this far ahead means we are behind.
+            self._suspect(message.sender, "outside_window")
+            self._note_far_ahead(message.sender, message.height)
+            return None
         if message.view > self.view or (message.view == self.view and not self.active):
             self._buffer_future(message)
             return None
         if message.view < self.view or message.height <= self.committed_height:
             return None  # stale: normal under view changes and commits
-        if message.height > self.committed_height + self.config.window_blocks:
-            self._note_far_ahead(message.sender, message.height)
-            return None
         return self.slots.setdefault(message.height, Slot())
 
     def _buffer_future(self, message: ConsensusMessage) -> None:
@@ -375,6 +382,12 @@ class Replica:
             return
         if own:
             self.own_proposal_for = None
+            key = (result.height, self.view, "prepare")
+            if self.votes.get(key, result.block_hash) != result.block_hash:
+                return  # proposed otherwise before a crash: never sign a second proposal here
+            # The proposal is this replica's vote: durable before it leaves.
+            self.votes[key] = result.block_hash
+            self._emit(PersistVote(self.view, result.height, "prepare", result.block_hash))
             proposal = self._sign(
                 PrePrepare(
                     self.view,
@@ -399,10 +412,12 @@ class Replica:
 
     def _send_prepare(self, height: int, block_hash: bytes) -> None:
         key = (height, self.view, "prepare")
-        if self.votes.get(key, block_hash) != block_hash:
+        voted = self.votes.get(key)
+        if voted is not None and voted != block_hash:
             return
-        self.votes[key] = block_hash
-        self._emit(PersistVote(self.view, height, "prepare", block_hash))
+        if voted is None:
+            self.votes[key] = block_hash
+            self._emit(PersistVote(self.view, height, "prepare", block_hash))
         prepare = self._sign(Prepare(self.view, height, block_hash, self.config.index))
         assert isinstance(prepare, Prepare)
         self.slots[height].prepares.setdefault(block_hash, {})[self.config.index] = prepare
@@ -480,6 +495,9 @@ class Replica:
         self.committed_height = height
         self.committed_hash = block_hash
         self.committed_signatures = signatures
+        self.recent_committed[height] = block_hash
+        if len(self.recent_committed) > RECENT_COMMITTED_MAX:
+            del self.recent_committed[min(self.recent_committed)]
         for old in [h for h in self.slots if h <= height]:
             del self.slots[old]
         self.proposals = {k: p for k, p in self.proposals.items() if p.height > height}
@@ -576,9 +594,20 @@ class Replica:
             peers = tuple(sorted(p for p, h in self.far_ahead.items() if h > horizon))
             self._fetch_blocks(target, peers)
 
-    def _fetch_blocks(self, target: int, peers: tuple[int, ...]) -> None:
+    def _fetch_blocks(
+        self,
+        target: int,
+        peers: tuple[int, ...],
+        proven: tuple[tuple[int, bytes, tuple[tuple[int, bytes], ...]], ...] = (),
+    ) -> None:
         self.syncing = True
-        self._emit(FetchBlocks(target, peers))
+        self._emit(FetchBlocks(target, peers, proven))
+
+    def _fetch_base(self, plan: NewViewPlan) -> None:
+        """Catch up to a NEW-VIEW's base block; its certificate lets the node commit it from
+        its own executed copy if no peer that committed it will serve it."""
+        proven = ((plan.base_height, plan.base_hash, plan.base_signatures),)
+        self._fetch_blocks(plan.base_height, plan.base_sources, proven)
 
     def _on_blocks_fetched(self, event: BlocksFetched) -> None:
         self.syncing = False
@@ -621,7 +650,16 @@ class Replica:
             if self.active and self._has_work():
                 self._start_view_change(self.view + 1)
         elif not self.active:
+            self._on_new_view_timeout()
+
+    def _on_new_view_timeout(self) -> None:
+        """No NEW-VIEW in time. Move on only if f+1 (an honest one among them) want this view;
+        alone, re-send the VIEW-CHANGE and wait, so that replicas that timed out later catch
+        up with this one instead of every replica climbing views on its own."""
+        if len(self.view_changes.get(self.view, {})) > self.config.faults_max:
             self._start_view_change(self.view + 1)
+        else:
+            self._send_view_change()
 
     def _start_view_change(self, new_view: int) -> None:
         if new_view <= self.view and not self.active:
@@ -705,7 +743,7 @@ class Replica:
         chosen = tuple(collected[s] for s in sorted(collected)[: self.config.quorum])
         plan = plan_new_view(chosen)
         if plan.base_height > self.committed_height:
-            self._fetch_blocks(plan.base_height, plan.base_sources)
+            self._fetch_base(plan)
             return
         pre_prepares = []
         for certificate in plan.reproposals:
@@ -841,18 +879,38 @@ class Replica:
         self.view_changes = {v: c for v, c in self.view_changes.items() if v > self.view}
         self._emit(CancelTimer(TimerKind.NEW_VIEW))
         self._emit(PersistVote(self.view, self.committed_height, "view"))
-        self._emit(EnteredView(self.view, self.primary, self.committed_height))
         if plan.base_height > self.committed_height:
+            # Get the base block first: EnteredView voids the node's speculative blocks, and
+            # its own executed copy of the base may be the only one it can commit.
             self.pending_new_view = (plan, pre_prepares)
-            self._fetch_blocks(plan.base_height, plan.base_sources)
+            self._fetch_base(plan)
             return
+        self._emit(EnteredView(self.view, self.primary, self.committed_height))
         for proposal in pre_prepares:
             if proposal.height > self.committed_height:
                 self.slots[proposal.height] = Slot(pre_prepare=proposal, reproposal=True)
                 self.proposals[proposal.block_hash] = proposal
+            elif self.recent_committed.get(proposal.height) == proposal.block_hash:
+                self._vote_for_committed(proposal)
         self._replay_future()
         self._try_execute()
         self._maybe_propose()
+
+    def _vote_for_committed(self, proposal: PrePrepare) -> None:
+        """Vote for a re-proposed block we already committed, so replicas that have not can
+        reach 2f+1: the same block, so the votes cannot contradict anything."""
+        height, block_hash = proposal.height, proposal.block_hash
+        for kind in ("prepare", "commit"):
+            key = (height, self.view, kind)
+            if self.votes.get(key, block_hash) != block_hash:
+                return
+            self.votes[key] = block_hash
+            self._emit(PersistVote(self.view, height, kind, block_hash))
+        prepare = self._sign(Prepare(self.view, height, block_hash, self.config.index))
+        vote = self.auth.sign_commit_vote(height, block_hash)
+        commit = self._sign(Commit(self.view, height, block_hash, vote, self.config.index))
+        self._emit(Broadcast(prepare))
+        self._emit(Broadcast(commit))
 
     def _replay_future(self) -> None:
         ready = [m for v, m in self.future if v == self.view]

@@ -103,32 +103,52 @@ class NewViewPlan:
     reproposals: tuple[PreparedCertificate, ...]
 
 
+def _chain(
+    best: dict[int, PreparedCertificate], height: int, parent_hash: bytes
+) -> list[PreparedCertificate]:
+    chain: list[PreparedCertificate] = []
+    while height in best and best[height].parent_hash == parent_hash:
+        chain.append(best[height])
+        parent_hash = best[height].block_hash
+        height += 1
+    return chain
+
+
 def plan_new_view(view_changes: Sequence[ViewChange]) -> NewViewPlan:
     """Compute the NEW-VIEW content from 2f+1 valid VIEW-CHANGEs.
 
-    The base is the highest committed block any of them proves. Above it, each height takes
-    the prepared certificate of the highest view; the chain stops at the first height with
-    none or whose block does not extend the previous one. A block committed anywhere was
-    prepared by f+1 honest replicas, which (voting COMMIT at a height only after COMMIT at
-    the one below) also hold every prepared block beneath it, so one of them is in any 2f+1
-    and nothing committed is cut off.
+    Above a base block, each height takes the prepared certificate of the highest view; the
+    chain stops at the first height with none or whose block does not extend the previous
+    one. A block committed anywhere was prepared by f+1 honest replicas, which (voting
+    COMMIT at a height only after COMMIT at the one below) also hold every prepared block
+    beneath it, so one of them is in any 2f+1 and nothing committed is cut off.
+
+    The base is the lowest committed block of the VIEW-CHANGEs when the prepared blocks
+    above it chain up to (and through) the highest committed block they prove: those blocks
+    are final by the hash chain, and re-proposing them lets replicas that have not
+    committed them do so in this view rather than fetch them from the replicas that did
+    (which may be Byzantine and withhold them). Otherwise the base is the highest committed
+    block, which lagging replicas then fetch.
     """
-    base = max(view_changes, key=lambda vc: (vc.committed_height, -vc.sender))
-    sources = tuple(
-        sorted(vc.sender for vc in view_changes if vc.committed_height >= base.committed_height)
-    )
+    top = max(view_changes, key=lambda vc: (vc.committed_height, -vc.sender))
+    low = min(view_changes, key=lambda vc: (vc.committed_height, vc.sender))
     best: dict[int, PreparedCertificate] = {}
     for view_change in view_changes:
         for certificate in view_change.prepared:
             current = best.get(certificate.height)
             if current is None or certificate.view > current.view:
                 best[certificate.height] = certificate
-    reproposals: list[PreparedCertificate] = []
-    height, parent_hash = base.committed_height + 1, base.committed_hash
-    while height in best and best[height].parent_hash == parent_hash:
-        reproposals.append(best[height])
-        parent_hash = best[height].block_hash
-        height += 1
+    from_low = _chain(best, low.committed_height + 1, low.committed_hash)
+    reaches_top = top.committed_height == low.committed_height or any(
+        c.height == top.committed_height and c.block_hash == top.committed_hash for c in from_low
+    )
+    base = low if reaches_top else top
+    reproposals = (
+        from_low if reaches_top else _chain(best, top.committed_height + 1, top.committed_hash)
+    )
+    sources = tuple(
+        sorted(vc.sender for vc in view_changes if vc.committed_height >= base.committed_height)
+    )
     return NewViewPlan(
         base.committed_height,
         base.committed_hash,

@@ -399,8 +399,10 @@ class ConsensusDriver:
         services.consensus.syncing = True
         self._update_status()
         try:
+            await self._commit_proven(action)
             peers = list(action.peers) or sorted(self.transport.connected_peers())
-            await self.sync.catch_up(action.target_height, peers)
+            if services.store.height < action.target_height:
+                await self.sync.catch_up(action.target_height, peers)
         except (TransportError, ProposalRejected) as exc:
             log.warning("state transfer stopped: %s", exc)
         finally:
@@ -409,6 +411,14 @@ class ConsensusDriver:
         summary = store.get_block_summary(store.height)
         signatures = summary[3].signatures if summary is not None else ()
         return BlocksFetched(store.height, store.last_block_hash, signatures)
+
+    async def _commit_proven(self, action: FetchBlocks) -> None:
+        """Commit blocks we executed ourselves whose certificates a VIEW-CHANGE proved."""
+        for height, block_hash, signatures in sorted(action.proven):
+            proposal = self.pending.get(block_hash)
+            if height != self.services.store.height + 1 or proposal is None:
+                continue
+            await self._commit(CommitBlock(height, block_hash, signatures))
 
     def _on_blocks_applied(self, blocks: Sequence[CommittedBlock]) -> None:
         receipts = [tuple(Receipt.decode(r) for r in block.receipts) for block in blocks]
