@@ -212,7 +212,12 @@ class Replica:
 
     def _on_message_received(self, event: MessageReceived) -> None:
         message = event.message
-        if message.sender != event.peer or not 0 <= message.sender < self.config.validator_count:
+        # A NEW-VIEW may come from any replica helping a latecomer: it is signed by the
+        # primary that made it. Everything else comes straight from its sender.
+        relayed_ok = isinstance(message, NewView)
+        if (message.sender != event.peer and not relayed_ok) or not (
+            0 <= message.sender < self.config.validator_count
+        ):
             self._suspect(event.peer, "sender_mismatch")
             return
         if message.sender == self.config.index:
@@ -244,8 +249,9 @@ class Replica:
             self._suspect(message.sender, "outside_window")
             self._note_far_ahead(message.sender, message.height)
             return None
-        if message.view > self.view or (message.view == self.view and not self.active):
-            self._buffer_future(message)
+        installing = not self.active or self.pending_new_view is not None
+        if message.view > self.view or (message.view == self.view and installing):
+            self._buffer_future(message)  # replayed once the view is installed
             return None
         if message.view < self.view or message.height <= self.committed_height:
             return None  # stale: normal under view changes and commits
@@ -603,11 +609,13 @@ class Replica:
         self.syncing = True
         self._emit(FetchBlocks(target, peers, proven))
 
-    def _fetch_base(self, plan: NewViewPlan) -> None:
-        """Catch up to a NEW-VIEW's base block; its certificate lets the node commit it from
-        its own executed copy if no peer that committed it will serve it."""
+    def _fetch_base(self, plan: NewViewPlan, target: int | None = None) -> None:
+        """Catch up to a NEW-VIEW's base block (or `target`); the base's certificate lets
+        the node commit it from its own executed copy if no peer will serve it."""
         proven = ((plan.base_height, plan.base_hash, plan.base_signatures),)
-        self._fetch_blocks(plan.base_height, plan.base_sources, proven)
+        primary = (self.primary,) if self.primary != self.config.index else ()
+        peers = tuple(dict.fromkeys(primary + plan.base_sources))
+        self._fetch_blocks(max(plan.base_height, target or 0), peers, proven)
 
     def _on_blocks_fetched(self, event: BlocksFetched) -> None:
         self.syncing = False
@@ -847,8 +855,12 @@ class Replica:
         plan = plan_new_view(message.view_changes)
         expected = [c for c in plan.reproposals if c.height > self.committed_height]
         offered = [p for p in message.pre_prepares if p.height > self.committed_height]
-        if len(expected) != len(offered):
+        # The primary leaves out re-proposals it has committed already; this replica then
+        # fetches those certified blocks. What it does offer must be the rest of the plan.
+        skipped = len(expected) - len(offered)
+        if skipped < 0:
             return None
+        expected = expected[skipped:]
         for certificate, proposal in zip(expected, offered, strict=True):
             same = (
                 proposal.view,
@@ -879,11 +891,19 @@ class Replica:
         self.view_changes = {v: c for v, c in self.view_changes.items() if v > self.view}
         self._emit(CancelTimer(TimerKind.NEW_VIEW))
         self._emit(PersistVote(self.view, self.committed_height, "view"))
-        if plan.base_height > self.committed_height:
-            # Get the base block first: EnteredView voids the node's speculative blocks, and
-            # its own executed copy of the base may be the only one it can commit.
+        offered = {p.block_hash for p in pre_prepares}
+        skipped = [
+            c.height
+            for c in plan.reproposals
+            if c.height > self.committed_height and c.block_hash not in offered
+        ]
+        needed = max([plan.base_height, *skipped])
+        if needed > self.committed_height:
+            # Get the base block (and any re-proposals the primary had committed and left
+            # out) first: EnteredView voids the node's speculative blocks, and its own
+            # executed copy of the base may be the only one it can commit.
             self.pending_new_view = (plan, pre_prepares)
-            self._fetch_base(plan)
+            self._fetch_base(plan, needed)
             return
         self._emit(EnteredView(self.view, self.primary, self.committed_height))
         for proposal in pre_prepares:

@@ -104,9 +104,11 @@ async def _start(services: NodeServices) -> RunningNode:
     try:
         await transport.start()
         await web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True).start()
-    except OSError as exc:
+    except (OSError, TransportError) as exc:
         await transport.stop()
         await runner.cleanup()
+        if isinstance(exc, TransportError):
+            raise
         raise PortInUseError(
             f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}"
         ) from None
