@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NETWORK_DIR ?= testnet
 SEEDS ?= 1000
 
-.PHONY: up test lint soak bench clean-net install install-test
+.PHONY: up test lint soak sim bench clean-net install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-test
 
 soak: install-test
 	$(BIN)/pytest -q -m slow -o addopts=""
+
+# Seeded simulation of n = 4 and n = 7 replicas (tests/sim); a failure prints its replay.
+sim: install-test
+	$(BIN)/python -m tests.sim.run --seeds $(SEEDS)
 
 bench: install
 	$(BIN)/python -m node.bench
