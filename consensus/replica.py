@@ -142,6 +142,7 @@ class Replica:
         self.stable_checkpoint = 0
         self.future: list[tuple[int, ConsensusMessage]] = []
         self.far_ahead: dict[int, int] = {}
+        self.commits_elsewhere: dict[tuple[int, bytes], set[int]] = {}
         self.pending_requests = False
         self.consecutive_view_changes = 1 if recovered.in_view_change else 0
         self.progress_timer_armed = False
@@ -316,6 +317,8 @@ class Replica:
         ):
             self._suspect(message.sender, "bad_commit_vote")
             return
+        if message.view != self.view or not self.active:
+            self._note_commit_elsewhere(message)
         slot = self._admit_view_message(message)
         if slot is None:
             return
@@ -510,6 +513,19 @@ class Replica:
         for old in [h for h in self.prepared if h <= height]:
             del self.prepared[old]
         self.far_ahead = {p: h for p, h in self.far_ahead.items() if h > height}
+        self.commits_elsewhere = {k: v for k, v in self.commits_elsewhere.items() if k[0] > height}
+
+    def _note_commit_elsewhere(self, message: Commit) -> None:
+        """Commit votes of another view still prove a block: 2f+1 of them are a certificate.
+        A replica out of step with its peers' view follows their chain this way."""
+        window_top = self.committed_height + self.config.window_blocks
+        if not self.committed_height < message.height <= window_top:
+            return
+        key = (message.height, message.block_hash)
+        senders = self.commits_elsewhere.setdefault(key, set())
+        senders.add(message.sender)
+        if len(senders) >= self.config.quorum and not self.syncing:
+            self._fetch_blocks(message.height, tuple(sorted(senders)))
 
     def _fetch_if_certified_elsewhere(self, height: int) -> None:
         """2f+1 valid commit votes make a block final even if we never executed it."""

@@ -111,6 +111,17 @@ class Mempool:
         if self._queued:
             self._not_empty.set()
 
+    def oldest_pending(self, older_than_s: float, count_max: int) -> list[Transaction]:
+        """Up to `count_max` pending transactions admitted more than `older_than_s` ago."""
+        cutoff = time.monotonic() - older_than_s
+        found: list[Transaction] = []
+        for tx_id, tx in [*self._proposed.items(), *self._queued.items()]:
+            if len(found) >= count_max:
+                break
+            if self.admitted_at_s.get(tx_id, cutoff) < cutoff:
+                found.append(tx)
+        return found
+
     def requeue_all_proposed(self) -> None:
         """Every proposed-but-uncommitted transaction goes back (its proposal is void)."""
         self.requeue(list(self._proposed.values()))

@@ -53,6 +53,7 @@ from node.errors import ChanceryError
 from node.invariants import require
 from node.ledger import Parent, Proposal, ProposalRejected
 from node.p2p.transport import PeerTransport, TransportError
+from node.relay import TransactionRelay
 from node.services import NodeServices
 from node.sync import BlockSync
 from node.transaction import Transaction, decode_envelope
@@ -62,6 +63,13 @@ log = logging.getLogger(__name__)
 EVENT_QUEUE_EVENTS_MAX: Final = 20_000
 PROPOSAL_FETCH_TIMEOUT_S: Final = 5.0
 PENDING_PROPOSALS_MAX: Final = 256
+PROPOSAL_FETCH_ROUNDS_MAX: Final = 20
+PROPOSAL_FETCH_RETRY_S: Final = 0.5
+# Pending transactions are relayed again every so often, at most this many at a time.
+RELAY_AGAIN_AFTER_S: Final = 1.0
+RELAY_AGAIN_TXS_MAX: Final = 4096
+# At start, how long to wait for peers before asking them whether we are behind.
+START_CATCH_UP_WAIT_S: Final = 3.0
 
 
 def wall_clock_ms() -> int:
@@ -133,6 +141,7 @@ class ConsensusDriver:
         self._batch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._commit_thread = commit_thread
+        self.relay: TransactionRelay | None = None  # set by the runner
         # Test-only: a Byzantine build rewrites this node's outgoing actions (node.byzantine).
         self.action_filter: Callable[[list[Action]], list[Action]] | None = None
         for kind in MESSAGE_TYPES:
@@ -147,7 +156,9 @@ class ConsensusDriver:
     async def run(self) -> None:
         """Process events for ever, one at a time; actions are carried out in order."""
         self._spawn(self._watch_pending_requests())
+        self._spawn(self._relay_again_while_pending())
         await self._carry_out(self.replica.start())
+        await self._catch_up_at_start()
         while True:
             event = await self.events.get()
             await self._feed(event)
@@ -395,19 +406,26 @@ class ConsensusDriver:
     # --- state transfer and proposals from peers -------------------------------------------
 
     async def _fetch_blocks(self, action: FetchBlocks) -> BlocksFetched:
-        services = self.services
-        services.consensus.syncing = True
+        await self._commit_proven(action)
+        if self.services.store.height < action.target_height:
+            peers = list(action.peers) or sorted(self.transport.connected_peers())
+            await self._sync(action.target_height, peers)
+        return self._synced_to()
+
+    async def _sync(self, target_height: int | None, peers: Sequence[int]) -> None:
+        """State transfer up to `target_height` (None: as far as the peers have blocks)."""
+        status = self.services.consensus
+        status.syncing = True
         self._update_status()
         try:
-            await self._commit_proven(action)
-            peers = list(action.peers) or sorted(self.transport.connected_peers())
-            if services.store.height < action.target_height:
-                await self.sync.catch_up(action.target_height, peers)
+            await self.sync.catch_up(target_height, peers)
         except (TransportError, ProposalRejected) as exc:
             log.warning("state transfer stopped: %s", exc)
         finally:
-            services.consensus.syncing = False
-        store = services.store
+            status.syncing = False
+
+    def _synced_to(self) -> BlocksFetched:
+        store = self.services.store
         summary = store.get_block_summary(store.height)
         signatures = summary[3].signatures if summary is not None else ()
         return BlocksFetched(store.height, store.last_block_hash, signatures)
@@ -424,17 +442,35 @@ class ConsensusDriver:
         receipts = [tuple(Receipt.decode(r) for r in block.receipts) for block in blocks]
         self._after_commit(list(zip(blocks, receipts, strict=True)), time.monotonic())
 
+    async def _catch_up_at_start(self) -> None:
+        """A node that was down may be far behind an idle network that will never tell it:
+        ask the peers it can reach for blocks before taking part."""
+        peers = self.services.genesis.validators
+        others = [v.index for v in peers if v.index != self.services.identity.index]
+        if not others:
+            return
+        await self.transport.wait_until_connected(others, START_CATCH_UP_WAIT_S)
+        connected = sorted(self.transport.connected_peers())
+        if connected:
+            log.info("catching up from %s before taking part", connected)
+            await self._sync(None, connected)
+            await self._feed(self._synced_to())
+        log.info("at height %d, taking part in consensus", self.services.store.height)
+
     async def _fetch_proposal(self, action: FetchProposal) -> None:
-        for peer in action.peers:
-            request = {"type": "get_proposal", "block_hash": action.block_hash}
-            try:
-                answer = await self.transport.request(peer, request, PROPOSAL_FETCH_TIMEOUT_S)
-            except TransportError:
-                continue
-            txs = answer.get("txs")
-            if isinstance(txs, list) and all(isinstance(tx, bytes) for tx in txs):
-                self.post(ProposalFetched(action.block_hash, tuple(txs)))
-                return
+        """Ask each peer in turn, a few rounds apart, until one has the block's txs."""
+        request = {"type": "get_proposal", "block_hash": action.block_hash}
+        for _ in range(PROPOSAL_FETCH_ROUNDS_MAX):
+            for peer in action.peers:
+                try:
+                    answer = await self.transport.request(peer, request, PROPOSAL_FETCH_TIMEOUT_S)
+                except TransportError:
+                    continue
+                txs = answer.get("txs")
+                if isinstance(txs, list) and all(isinstance(tx, bytes) for tx in txs):
+                    self.post(ProposalFetched(action.block_hash, tuple(txs)))
+                    return
+            await asyncio.sleep(PROPOSAL_FETCH_RETRY_S)
 
     async def _serve_proposal(self, peer: int, request: dict[str, Any]) -> dict[str, Any]:
         block_hash = request.get("block_hash")
@@ -486,6 +522,15 @@ class ConsensusDriver:
         status = self.services.consensus
         status.view = self.replica.view
         status.primary = self.replica.primary
+
+    async def _relay_again_while_pending(self) -> None:
+        """Relay is best effort (a peer may be down or not yet connected): transactions still
+        pending after a while go out again, so every validator ends up with them."""
+        while True:
+            await asyncio.sleep(RELAY_AGAIN_AFTER_S)
+            stale = self.services.mempool.oldest_pending(RELAY_AGAIN_AFTER_S, RELAY_AGAIN_TXS_MAX)
+            if stale and self.relay is not None:
+                self.relay.relay([tx.envelope for tx in stale])
 
     async def _watch_pending_requests(self) -> None:
         """Tell the replica when the mempool turns non-empty and when it drains."""

@@ -93,6 +93,7 @@ async def _start(services: NodeServices) -> RunningNode:
         transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
     )
     driver = ConsensusDriver(services, transport, sync, thread)
+    driver.relay = relay
     byzantine = os.environ.get(BYZANTINE_ENV)
     if byzantine:
         from node.byzantine import install  # test-only behaviour, never imported otherwise
