@@ -76,6 +76,13 @@ class BlocksFetched:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerConnected:
+    """The node (re)connected to `peer`: what was sent while the link was down is lost."""
+
+    peer: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestsPending:
     """Whether this node's mempool holds transactions not yet committed."""
 

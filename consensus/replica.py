@@ -40,6 +40,7 @@ from consensus.events import (
     FetchBlocks,
     FetchProposal,
     MessageReceived,
+    PeerConnected,
     PersistVote,
     ProposalFetched,
     RequestBatch,
@@ -152,7 +153,6 @@ class Replica:
         self.pending_new_view: tuple[NewViewPlan, tuple[PrePrepare, ...]] | None = None
         self.fetching_proposals: set[bytes] = set()
         self.last_new_view: NewView | None = None
-        self.new_view_sent_to: dict[int, int] = {}
         self._actions: list[Action] = []
 
     # --- entry points --------------------------------------------------------------------
@@ -193,6 +193,7 @@ class Replica:
             ProposalFetched: self._on_proposal_fetched,
             BlocksFetched: self._on_blocks_fetched,
             RequestsPending: self._on_requests_pending,
+            PeerConnected: self._on_peer_connected,
         }
 
     def _take(self) -> list[Action]:
@@ -740,11 +741,17 @@ class Replica:
             self._try_new_view()
 
     def _help_latecomer(self, peer: int) -> None:
-        """A peer still asks for a view we have entered: send it the NEW-VIEW, once per view."""
-        already_sent = self.new_view_sent_to.get(peer) == self.view
-        if self.active and self.last_new_view is not None and not already_sent:
-            self.new_view_sent_to[peer] = self.view
+        """A peer still asks for a view we have entered: send it our NEW-VIEW. It re-asks on
+        its own (backed-off) timeout, so each answer can make up for a lost one; one answer
+        per request keeps a Byzantine peer from getting more out of us than it sends (the
+        per-peer send queue bounds the rest)."""
+        if self.active and self.last_new_view is not None:
             self._emit(Send(peer, self.last_new_view))
+
+    def _on_peer_connected(self, event: PeerConnected) -> None:
+        """A NEW-VIEW sent while the link was down never arrived: send it again now."""
+        if self.view > 0:
+            self._help_latecomer(event.peer)
 
     def _join_if_f_plus_one(self) -> None:
         """Move to a higher view only when f+1 replicas (one of them honest) want it."""

@@ -32,6 +32,7 @@ from consensus.events import (
     FetchBlocks,
     FetchProposal,
     MessageReceived,
+    PeerConnected,
     PersistVote,
     ProposalFetched,
     RequestBatch,
@@ -514,6 +515,7 @@ class ConsensusDriver:
         peers = self.services.consensus.connected_peers
         if connected:
             peers.add(peer)
+            self.post(PeerConnected(peer))
         else:
             peers.discard(peer)
         self.services.metrics.peers_connected.set(len(peers))
