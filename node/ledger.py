@@ -63,6 +63,25 @@ class Proposal:
     parent_pending_tx_ids: frozenset[bytes]
     parent_state: StateReader
 
+    @classmethod
+    def on_parent(
+        cls,
+        parent: Parent,
+        header: BlockHeader,
+        header_bytes: bytes,
+        transactions: Sequence[Transaction],
+        output: BlockOutput,
+    ) -> Proposal:
+        return cls(
+            header,
+            header_bytes,
+            sha256(header_bytes),
+            tuple(transactions),
+            output,
+            parent.pending_tx_ids,
+            parent.state,
+        )
+
     @property
     def height(self) -> int:
         return self.header.height
@@ -155,16 +174,7 @@ class Ledger:
             version=BLOCK_VERSION,
             view=view,
         )
-        header_bytes = header.encode()
-        return Proposal(
-            header,
-            header_bytes,
-            sha256(header_bytes),
-            tuple(transactions),
-            output,
-            parent.pending_tx_ids,
-            parent.state,
-        )
+        return Proposal.on_parent(parent, header, header.encode(), transactions, output)
 
     def check_header(
         self, header_bytes: bytes, parent: Parent, clock_ms: int | None
@@ -243,15 +253,7 @@ class Ledger:
             raise _reject("proposal.receipts_root", "receipts_root differs from execution")
         if output.state_root != header.state_root:
             raise _reject("proposal.state_root", "state_root differs from execution")
-        return Proposal(
-            header,
-            header_bytes,
-            sha256(header_bytes),
-            tuple(transactions),
-            output,
-            parent.pending_tx_ids,
-            parent.state,
-        )
+        return Proposal.on_parent(parent, header, header_bytes, transactions, output)
 
     def commit(self, proposal: Proposal, certificate: CommitCertificate) -> CommittedBlock:
         """Persist `proposal` with its certificate (blocking: one synced LevelDB batch)."""
