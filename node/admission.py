@@ -148,14 +148,19 @@ class Admission:
     async def admit_many(
         self, items: Sequence[bytes | Any], *, announce: bool = True
     ) -> list[AdmissionResult]:
-        """Admit a batch: decode all, verify all signatures in parallel, then admit in order.
+        """Admit a batch: decode all, drop known ones, verify the rest's signatures in
+        parallel, then admit in order.
 
         With `announce`, admitted transactions are passed to `on_admitted` (relayed).
         """
         decoded: list[AdmissionResult] = []
         for item in items:
             try:
-                decoded.append(self.decode(item))
+                tx = self.decode(item)
+                # Cheap before costly: a transaction seen before (relayed again, replayed)
+                # is refused without verifying its signature.
+                self.check_new(tx)
+                decoded.append(tx)
             except ChanceryError as error:
                 decoded.append(error)
         candidates = [tx for tx in decoded if isinstance(tx, Transaction)]

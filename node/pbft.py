@@ -67,8 +67,8 @@ PENDING_PROPOSALS_MAX: Final = 256
 PROPOSAL_FETCH_ROUNDS_MAX: Final = 20
 PROPOSAL_FETCH_RETRY_S: Final = 0.5
 # Pending transactions are relayed again every so often, at most this many at a time.
-RELAY_AGAIN_AFTER_S: Final = 1.0
-RELAY_AGAIN_TXS_MAX: Final = 4096
+RELAY_AGAIN_AFTER_S: Final = 5.0
+RELAY_AGAIN_TXS_MAX: Final = 1024
 # At start, how long to wait for peers before asking them whether we are behind.
 START_CATCH_UP_WAIT_S: Final = 3.0
 

@@ -141,7 +141,10 @@ async def test_relayed_garbage_is_dropped_and_counted_per_peer(
     four: Consortium, tmp_path: Path, verifier: SignatureVerifier
 ) -> None:
     good = new_member(four, 3)
-    forged = encode_envelope(good.body_bytes, good.signer, bytes(64))
+    # A forgery of a transaction the peer has not seen (copies of known ones are plain
+    # duplicates: refused before any signature check).
+    unseen = new_member(four, 4)
+    forged = encode_envelope(unseen.body_bytes, unseen.signer, bytes(64))
     other_chain = four.sign(
         four.admins["notary"], "membership", "add_member", {}, chain_id="another-chain"
     ).envelope
