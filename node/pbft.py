@@ -57,7 +57,7 @@ from node.p2p.transport import PeerTransport, TransportError
 from node.relay import TransactionRelay
 from node.services import NodeServices
 from node.sync import BlockSync
-from node.transaction import Transaction, decode_envelope
+from node.transaction import Transaction, decode_envelope, peek_tx_id
 
 log = logging.getLogger(__name__)
 
@@ -345,16 +345,17 @@ class ConsensusDriver:
         transactions: list[Transaction] = []
         unverified: list[Transaction] = []
         for envelope in envelopes:
+            tx_id = peek_tx_id(envelope)
+            known = mempool.get(tx_id) if tx_id is not None else None
+            if known is not None and known.envelope == envelope:
+                transactions.append(known)  # decoded and verified at admission already
+                continue
             try:
                 decoded = decode_envelope(envelope)
             except ChanceryError as error:
                 raise ProposalRejected("proposal.malformed_tx", error.message) from None
-            known = mempool.get(decoded.tx_id)
-            if known is not None and known.envelope == decoded.envelope:
-                transactions.append(known)
-            else:
-                transactions.append(decoded)
-                unverified.append(decoded)
+            transactions.append(decoded)
+            unverified.append(decoded)
         checks = [
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in unverified
         ]

@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
+
 from node.crypto import DOMAIN_TX, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, SigningKey
 from node.encoding import EncodingError, canonical_packb, pack_trusted, unpackb_strict
 from node.errors import ChanceryError
@@ -62,6 +64,20 @@ class Transaction:
 
 def compute_tx_id(body_bytes: bytes) -> bytes:
     return hashlib.sha256(body_bytes).digest()
+
+
+def peek_tx_id(envelope_bytes: bytes) -> bytes | None:
+    """The tx_id of an envelope without decoding its body, or None if it is not an envelope.
+
+    Lets a replica recognise transactions it already holds (verified) in a proposal without
+    paying for a full decode; anything unknown still goes through `decode_envelope`.
+    """
+    try:
+        raw = msgpack.unpackb(envelope_bytes, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    body = raw.get("body") if isinstance(raw, dict) else None
+    return compute_tx_id(body) if isinstance(body, bytes) else None
 
 
 def encode_envelope(body_bytes: bytes, signer: bytes, signature: bytes) -> bytes:

@@ -399,3 +399,14 @@ def test_flipping_any_body_byte_never_crashes(body: dict[str, Any], where: int, 
     else:
         assert decoded.tx_id != tx.tx_id
         assert not verify(decoded.signer, DOMAIN_TX, decoded.body_bytes, decoded.signature)
+
+
+def test_peek_tx_id_matches_the_full_decode_and_refuses_non_envelopes() -> None:
+    from node.transaction import peek_tx_id
+
+    key = SigningKey.generate()
+    tx = sign_transaction(key, "c", "membership", "add_member", {"name": "x"}, 7, 1)
+    assert peek_tx_id(tx.envelope) == tx.tx_id == decode_envelope(tx.envelope).tx_id
+    assert peek_tx_id(b"\xc1") is None  # not msgpack
+    assert peek_tx_id(msgpack.packb([1, 2])) is None  # not a map
+    assert peek_tx_id(msgpack.packb({"body": "text"})) is None  # body not bin
