@@ -143,6 +143,7 @@ class Replica:
         self.stable_checkpoint = 0
         self.future: list[tuple[int, ConsensusMessage]] = []
         self.far_ahead: dict[int, int] = {}
+        self.ahead: list[PrePrepare | Prepare | Commit] = []
         self.commits_elsewhere: dict[tuple[int, bytes], set[int]] = {}
         self.pending_requests = False
         self.consecutive_view_changes = 1 if recovered.in_view_change else 0
@@ -246,7 +247,16 @@ class Replica:
 
     def _admit_view_message(self, message: PrePrepare | Prepare | Commit) -> Slot | None:
         """The slot a normal-case message belongs to, or None if it is not for now."""
-        if message.height > self.committed_height + self.config.window_blocks:
+        window_top = self.committed_height + self.config.window_blocks
+        if message.height > window_top:
+            if (
+                message.view == self.view
+                and message.height <= window_top + self.config.window_blocks
+            ):
+                # Just ahead: peers a few commits further on. Kept (bounded) and replayed as
+                # our own commits advance; nothing would retransmit it.
+                self._keep_ahead(message)
+                return None
             # Whatever its view: f+1 peers this far ahead means we are behind.
             self._suspect(message.sender, "outside_window")
             self._note_far_ahead(message.sender, message.height)
@@ -258,6 +268,19 @@ class Replica:
         if message.view < self.view or message.height <= self.committed_height:
             return None  # stale: normal under view changes and commits
         return self.slots.setdefault(message.height, Slot())
+
+    def _keep_ahead(self, message: PrePrepare | Prepare | Commit) -> None:
+        if len(self.ahead) >= self.config.future_messages_max:
+            self.ahead.pop(0)
+        self.ahead.append(message)
+
+    def _replay_ahead(self) -> None:
+        """Dispatch kept messages that now fall inside the window (of this view only)."""
+        window_top = self.committed_height + self.config.window_blocks
+        ready = [m for m in self.ahead if m.view == self.view and m.height <= window_top]
+        self.ahead = [m for m in self.ahead if m.view == self.view and m.height > window_top]
+        for message in ready:
+            self._dispatch(message)
 
     def _buffer_future(self, message: ConsensusMessage) -> None:
         view = getattr(message, "view", self.view)
@@ -381,6 +404,8 @@ class Replica:
     def _on_execution_result(self, result: ExecutionResult) -> None:
         if result.view != self.view or not self.active:
             return
+        if result.height <= self.committed_height:
+            return  # committed meanwhile (state transfer): the result is moot
         slot = self.slots.setdefault(result.height, Slot())
         own = self.own_proposal_for == result.height and slot.pre_prepare is None
         if not result.ok:
@@ -493,6 +518,7 @@ class Replica:
         self._advance_committed(height, block_hash, signatures)
         self.consecutive_view_changes = 0
         self.progress_timer_armed = False  # re-armed below with a fresh deadline if needed
+        self._replay_ahead()
         if height % self.config.checkpoint_interval_blocks == 0:
             checkpoint = self._sign(Checkpoint(height, block_hash, self.config.index))
             self._record_checkpoint(height, block_hash, self.config.index)

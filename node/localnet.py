@@ -29,8 +29,10 @@ from node.supervisor import (
 from node.testnet import Testnet, generate_testnet
 
 PORT_SEARCH_ATTEMPTS: Final = 200
-API_PORT_RANGE: Final = (21000, 20000)  # start, span
-P2P_PORT_RANGE: Final = (41000, 15000)
+# Both below 32768, the start of the kernel's ephemeral range: an outbound connection could
+# otherwise borrow a stopped node's port and keep it from restarting.
+API_PORT_RANGE: Final = (12000, 9000)  # start, span
+P2P_PORT_RANGE: Final = (21500, 9000)
 
 
 def _port_free(port: int) -> bool:

@@ -35,6 +35,7 @@ LIFETIME_S_DEFAULT: Final = 600.0
 CONNECT_TIMEOUT_S: Final = 5.0
 CONTROL_TIMEOUT_S: Final = 10.0
 CHUNK_BYTES: Final = 64 * 1024
+BIND_ATTEMPTS_MAX: Final = 20
 
 Pair = tuple[int, int]
 
@@ -175,11 +176,22 @@ class ProxyMesh:
         return future.result(CONTROL_TIMEOUT_S)
 
     async def _start_servers(self) -> None:
+        # Ephemeral listening ports come from the same range as the nodes' own ports: never
+        # take one of those (the node could not start), ask the kernel for another.
+        reserved = {port for node in self.testnet.nodes for port in (node.api_port, node.p2p_port)}
         for pair in self.pairs:
-            server = await asyncio.start_server(
-                lambda r, w, pair=pair: self._accept(pair, r, w), LOCAL_HOST, 0
-            )
-            self.ports[pair] = server.sockets[0].getsockname()[1]
+            for _ in range(BIND_ATTEMPTS_MAX):
+                server = await asyncio.start_server(
+                    lambda r, w, pair=pair: self._accept(pair, r, w), LOCAL_HOST, 0
+                )
+                port = server.sockets[0].getsockname()[1]
+                if port not in reserved:
+                    break
+                server.close()
+                await server.wait_closed()
+            else:
+                raise RuntimeError("no listening port outside the nodes' ports")
+            self.ports[pair] = port
             self._servers.append(server)
         # Bounded: a mesh a test forgot to close stops on its own.
         self._loop.call_later(self.lifetime_s, lambda: asyncio.ensure_future(self._shutdown()))
