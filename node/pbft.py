@@ -48,6 +48,7 @@ from consensus.quorum import commit_vote_payload
 from consensus.replica import Replica
 from node.admission import verify_async
 from node.block import CommitCertificate, CommittedBlock, Receipt, sign_commit_vote
+from node.clock import wall_clock_ms
 from node.consensus_log import ConsensusLog
 from node.crypto import DOMAIN_COMMIT, DOMAIN_P2P, DOMAIN_TX, SignatureCheck, SigningKey, verify
 from node.errors import ChanceryError
@@ -71,10 +72,6 @@ RELAY_AGAIN_AFTER_S: Final = 5.0
 RELAY_AGAIN_TXS_MAX: Final = 1024
 # At start, how long to wait for peers before asking them whether we are behind.
 START_CATCH_UP_WAIT_S: Final = 3.0
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Ed25519Authenticator:

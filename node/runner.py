@@ -66,68 +66,91 @@ def check_ports_free(config: NodeConfig) -> None:
 
 
 @dataclass
-class RunningNode:
-    """The started parts of a node, stopped in reverse order."""
+class Consensus:
+    """Peer transport, relay, state transfer and the PBFT driver of one node."""
 
     transport: PeerTransport
     relay: TransactionRelay
     sync: BlockSync
     driver: ConsensusDriver
+
+    @classmethod
+    def build(cls, services: NodeServices) -> Consensus:
+        thread = commit_thread()
+        transport = PeerTransport(
+            services.identity.index,
+            services.key,
+            services.genesis,
+            services.config.p2p,
+            services.metrics,
+            on_message=lambda peer, raw: None,
+        )
+        relay = TransactionRelay(transport, services.admission, services.metrics)
+        services.admission.on_admitted = lambda txs: relay.relay([tx.envelope for tx in txs])
+        sync = BlockSync(
+            transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
+        )
+        driver = ConsensusDriver(services, transport, sync, thread)
+        driver.relay = relay
+        byzantine = os.environ.get(BYZANTINE_ENV)
+        if byzantine:
+            from node.byzantine import install  # test-only behaviour, never imported otherwise
+
+            log.warning("TEST BUILD: this node is Byzantine (%s=%s)", BYZANTINE_ENV, byzantine)
+            install(driver, byzantine)
+        return cls(transport, relay, sync, driver)
+
+    async def start(self) -> None:
+        """Listen for peers and start relaying (the driver runs via `driver.run()`).
+
+        Raises:
+            TransportError: `p2p.port_in_use`.
+        """
+        await self.transport.start()
+        await self.relay.start()
+
+    async def stop(self) -> None:
+        await self.driver.stop()
+        await self.relay.stop()
+        await self.transport.stop()
+        self.sync.close()
+
+
+@dataclass
+class RunningNode:
+    """The started parts of a node, stopped in reverse order."""
+
+    consensus: Consensus
     http: web.AppRunner
 
 
 async def _start(services: NodeServices) -> RunningNode:
     config = services.config
-    thread = commit_thread()
-    transport = PeerTransport(
-        services.identity.index,
-        services.key,
-        services.genesis,
-        config.p2p,
-        services.metrics,
-        on_message=lambda peer, raw: None,
-    )
-    relay = TransactionRelay(transport, services.admission, services.metrics)
-    services.admission.on_admitted = lambda txs: relay.relay([tx.envelope for tx in txs])
-    sync = BlockSync(
-        transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
-    )
-    driver = ConsensusDriver(services, transport, sync, thread)
-    driver.relay = relay
-    byzantine = os.environ.get(BYZANTINE_ENV)
-    if byzantine:
-        from node.byzantine import install  # test-only behaviour, never imported otherwise
-
-        log.warning("TEST BUILD: this node is Byzantine (%s=%s)", BYZANTINE_ENV, byzantine)
-        install(driver, byzantine)
+    consensus = Consensus.build(services)
     runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     try:
-        await transport.start()
+        await consensus.start()
         await web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True).start()
     except (OSError, TransportError) as exc:
-        await transport.stop()
+        await consensus.stop()
         await runner.cleanup()
         if isinstance(exc, TransportError):
             raise
         raise PortInUseError(
             f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}"
         ) from None
-    await relay.start()
-    return RunningNode(transport, relay, sync, driver, runner)
+    return RunningNode(consensus, runner)
 
 
 async def _stop(node: RunningNode) -> None:
-    await node.driver.stop()
-    await node.relay.stop()
-    await node.transport.stop()
-    node.sync.close()
+    await node.consensus.stop()
     await node.http.cleanup()
 
 
 async def _serve(services: NodeServices) -> None:
     node = await _start(services)
-    consensus = asyncio.create_task(node.driver.run(), name="consensus")
+    consensus = asyncio.create_task(node.consensus.driver.run(), name="consensus")
     log.info(
         "node %d (%s) serving http://%s:%d height=%d chain=%s validators=%d",
         services.identity.index,

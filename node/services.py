@@ -1,7 +1,7 @@
-"""The node's components, built once from its config and handed to the API and producer.
+"""The node's components, built once from its config and handed to the API and the PBFT driver.
 
 Each component has one job; this module only wires them. The HTTP layer reads from these
-services and never reaches around them to LevelDB or the producer.
+services and never reaches around them to LevelDB or the consensus driver.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class NodeIdentity:
 class ConsensusStatus:
     """What the ordering layer reports to `/v1/status`, `/v1/ready` and metrics.
 
-    Owned and updated by the producer (single validator) or the PBFT driver.
+    Owned and updated by the PBFT driver (node/pbft.py).
     """
 
     view: int = 0

@@ -10,7 +10,6 @@ active member; its organisation and roles are handed to contract queries as a `R
 from __future__ import annotations
 
 import re
-import time
 from typing import Final
 
 from aiohttp import web
@@ -19,6 +18,7 @@ from aiohttp.typedefs import Handler
 from contracts.membership import is_known_key, lookup_signer
 from contracts.runtime import Reader
 from node.api.keys import READER, SERVICES
+from node.clock import wall_clock_ms
 from node.crypto import DOMAIN_READ, verify
 from node.encoding import canonical_packb
 from node.errors import ChanceryError
@@ -31,10 +31,6 @@ OPEN_ROUTES: Final = frozenset({"/v1/health", "/v1/ready", "/metrics", "/v1/open
 PUBLIC_KEY_HEX_PATTERN: Final = re.compile(r"[0-9a-fA-F]{64}")
 SIGNATURE_HEX_PATTERN: Final = re.compile(r"[0-9a-fA-F]{128}")
 TIMESTAMP_PATTERN: Final = re.compile(r"[0-9]{1,19}")
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def read_payload(chain_id: str, method: str, path_with_query: str, timestamp_ms: int) -> bytes:

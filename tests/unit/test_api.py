@@ -1,7 +1,7 @@
 """The HTTP API (API.md) driven through a real aiohttp server on a real LevelDB chain.
 
 Each test builds a one-validator testnet in `tmp_path`, wires the node's services, starts
-the single-validator producer (unless the test needs transactions to stay pending) and
+the node's real consensus path (unless the test needs transactions to stay pending) and
 talks to the app through aiohttp's `TestClient`.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,7 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from node.api.app import ROUTES, create_app
 from node.api.read_auth import read_payload
 from node.crypto import DOMAIN_READ, SigningKey
-from node.producer import SoloProducer
+from node.localnet import P2P_PORT_RANGE, free_port_base
+from node.runner import Consensus
 from node.services import NodeServices, build_services
 from node.transaction import Transaction, encode_envelope
 from tests.helpers import LocalTestnet, create_testnet, now_ms
@@ -77,31 +79,36 @@ def envelope_json(tx: Transaction) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
+async def consensus_running(services: NodeServices) -> AsyncIterator[None]:
+    """The node's real consensus path (a single validator: PBFT with a quorum of one)."""
+    consensus = Consensus.build(services)
+    await consensus.start()
+    task = asyncio.create_task(consensus.driver.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consensus.stop()
+
+
+@contextlib.asynccontextmanager
 async def running_node(
     tmp_path: Path, *, produce: bool = True, **api_settings: Any
 ) -> AsyncIterator[Node]:
     testnet = create_testnet(tmp_path / "net")
-    services = build_services(testnet.config(**{**SMALL_LIMITS, **api_settings}))
-    producer = SoloProducer(
-        services.ledger,
-        services.mempool,
-        services.notifier,
-        services.key,
-        services.identity.index,
-        services.config.consensus.batch_interval_ms,
-        services.metrics,
-    )
-    producer_task = asyncio.create_task(producer.run()) if produce else None
+    config = testnet.config(**{**SMALL_LIMITS, **api_settings})
+    p2p = dataclasses.replace(config.p2p, port=free_port_base(1, P2P_PORT_RANGE))
+    services = build_services(dataclasses.replace(config, p2p=p2p))
     app = create_app(services)
     try:
-        async with TestClient(TestServer(app)) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            if produce:
+                await stack.enter_async_context(consensus_running(services))
+            client = await stack.enter_async_context(TestClient(TestServer(app)))
             yield Node(testnet, services, client, app)
     finally:
-        if producer_task is not None:
-            producer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer_task
-        producer.close()
         services.close()
 
 
@@ -515,6 +522,12 @@ async def test_batch_that_does_not_decode_is_400(
 # --- reading transactions and blocks ---------------------------------------------------
 
 
+async def wait_committed(node: Node, tx: Transaction) -> None:
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        while tx.tx_id in node.services.mempool or not node.services.store.has_tx(tx.tx_id):
+            await asyncio.sleep(0.01)
+
+
 async def test_get_pending_then_committed_transaction(tmp_path: Path) -> None:
     async with running_node(tmp_path, produce=False) as node:
         tx = node.testnet.add_member()
@@ -531,18 +544,8 @@ async def test_get_pending_then_committed_transaction(tmp_path: Path) -> None:
         }
         status, answer = await node.get(f"/v1/transactions/{tx.tx_id.hex()}?proof=true")
         assert_error(status, answer, 404, "not_found")
-        batch = node.services.mempool.take_batch(10, 10**6)
-        producer = SoloProducer(
-            node.services.ledger,
-            node.services.mempool,
-            node.services.notifier,
-            node.services.key,
-            0,
-            0,
-            node.services.metrics,
-        )
-        await producer.produce(batch)
-        producer.close()
+        async with consensus_running(node.services):
+            await wait_committed(node, tx)
         status, answer = await node.get(f"/v1/transactions/{tx.tx_id.hex().upper()}")
         assert status == 200
         assert answer["status"] == "committed"
