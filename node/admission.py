@@ -7,14 +7,12 @@ whole so its signatures verify in parallel.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from contracts.membership import is_known_key, lookup_signer
 from contracts.runtime import ContractError, ContractRegistry, check_args
-from node.crypto import DOMAIN_TX, SignatureCheck, SignatureVerifier, verify_checks
+from node.crypto import DOMAIN_TX, SignatureCheck, SignatureVerifier
 from node.errors import ChanceryError
 from node.mempool import Mempool
 from node.storage import ChainStore
@@ -167,7 +165,7 @@ class Admission:
         checks = [
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in candidates
         ]
-        verdicts = iter(await verify_async(self.verifier, checks))
+        verdicts = iter(await self.verifier.verify_many(checks))
         results = [
             self._admit_verified(result, next(verdicts))
             if isinstance(result, Transaction)
@@ -186,15 +184,3 @@ class Admission:
         if isinstance(result, ChanceryError):
             raise result
         return result
-
-
-async def verify_async(verifier: SignatureVerifier, checks: Sequence[SignatureCheck]) -> list[bool]:
-    """Verify on the thread pool without blocking the event loop (Ed25519 releases the GIL)."""
-    if not checks:
-        return []
-    loop = asyncio.get_running_loop()
-    pool: ThreadPoolExecutor = verifier.executor
-    size = verifier.chunk_size
-    chunks = [checks[i : i + size] for i in range(0, len(checks), size)]
-    results = await asyncio.gather(*(loop.run_in_executor(pool, verify_checks, c) for c in chunks))
-    return [verdict for chunk in results for verdict in chunk]

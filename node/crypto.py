@@ -7,6 +7,7 @@ signatures runs on a thread pool: `cryptography`'s Ed25519 verify releases the G
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections import OrderedDict
@@ -119,15 +120,18 @@ class SignatureVerifier:
         self.chunk_size = max(1, chunk_size)
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="verify")
 
-    def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
-        """Verify every check; blocking. Small batches run inline to skip pool overhead."""
-        if len(checks) <= self.chunk_size:
-            return verify_checks(checks)
-        chunks = [checks[i : i + self.chunk_size] for i in range(0, len(checks), self.chunk_size)]
-        results: list[bool] = []
-        for chunk_result in self._pool.map(verify_checks, chunks):
-            results.extend(chunk_result)
-        return results
+    async def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
+        """Verify every check, in order, on the pool in chunks; the event loop stays free
+        (Ed25519 verify releases the GIL, so chunks run on every core)."""
+        if not checks:
+            return []
+        loop = asyncio.get_running_loop()
+        size = self.chunk_size
+        chunks = [checks[i : i + size] for i in range(0, len(checks), size)]
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, verify_checks, chunk) for chunk in chunks)
+        )
+        return [verdict for chunk in results for verdict in chunk]
 
     @property
     def executor(self) -> ThreadPoolExecutor:

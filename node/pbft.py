@@ -46,7 +46,6 @@ from consensus.events import (
 from consensus.messages import MESSAGE_TYPES, MessageFormatError, from_wire, to_wire
 from consensus.quorum import commit_vote_payload
 from consensus.replica import Replica
-from node.admission import verify_async
 from node.block import CommitCertificate, CommittedBlock, Receipt, sign_commit_vote
 from node.clock import wall_clock_ms
 from node.consensus_log import ConsensusLog
@@ -356,7 +355,7 @@ class ConsensusDriver:
         checks = [
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in unverified
         ]
-        if not all(await verify_async(self.services.verifier, checks)):
+        if not all(await self.services.verifier.verify_many(checks)):
             raise ProposalRejected("proposal.bad_tx_signature", "a transaction signature fails")
         return transactions
 

@@ -129,7 +129,7 @@ def test_invalid_point_public_key_returns_false() -> None:
     assert verify(not_a_point, DOMAIN_TX, b"p", bytes(64)) is False
 
 
-def test_verify_many_on_a_mixed_batch_larger_than_the_chunk_keeps_order() -> None:
+async def test_verify_many_on_a_mixed_batch_larger_than_the_chunk_keeps_order() -> None:
     verifier = SignatureVerifier(threads=3, chunk_size=4)
     try:
         checks: list[SignatureCheck] = []
@@ -145,11 +145,11 @@ def test_verify_many_on_a_mixed_batch_larger_than_the_chunk_keeps_order() -> Non
             checks.append(SignatureCheck(KEY_A.public_key, DOMAIN_TX, payload, signature))
             expected.append(good)
         assert expected.count(True) == 14
-        assert verifier.verify_many(checks) == expected
+        assert await verifier.verify_many(checks) == expected
         assert verify_checks(checks) == expected
-        # Small batches run inline and give the same answer.
-        assert verifier.verify_many(checks[:4]) == expected[:4]
-        assert verifier.verify_many([]) == []
+        # Batches smaller than a chunk give the same answer.
+        assert await verifier.verify_many(checks[:4]) == expected[:4]
+        assert await verifier.verify_many([]) == []
     finally:
         verifier.close()
 
