@@ -3,8 +3,10 @@
 Builds a source chain with the real ledger (4 genesis validators, every block certified
 with the commit votes of 3 of them, `membership.add_member` transactions), then starts two
 real transports on 127.0.0.1 - validator 0 serving the source chain from a process of its
-own, as a peer would, and validator 1 with an empty data directory in this process - and
-times `BlockSync.catch_up`. Prints blocks/s and tx/s and checks that the caught-up state
+own, as a peer would, validator 2 in that process as the witness that vouches for the
+envelopes (f = 1), and validator 1 with an empty data directory in this process - and
+times `BlockSync.catch_up`. `--no-witness` leaves validator 2 out, so every block is
+re-executed instead. Prints blocks/s and tx/s and checks that the caught-up state
 root equals the source's. Asserts nothing else.
 
 `--workdir DIR` keeps the source chain in DIR and reuses it on the next run (keys are
@@ -45,6 +47,7 @@ GENESIS_TIME_MS: Final = 1_700_000_000_000
 BLOCK_INTERVAL_MS: Final = 1_000
 VALIDATORS: Final = 4
 CERTIFICATE_SIGNERS: Final = (0, 1, 2)  # 2f+1 = 3 of 4
+SERVER, CLIENT, WITNESS = 0, 1, 2
 HOST: Final = "127.0.0.1"
 CONNECT_TIMEOUT_S: Final = 10.0
 SERVER_START_TIMEOUT_S: Final = 30.0
@@ -147,20 +150,24 @@ def transport_for(
 def run_server(
     transactions: int, source_path: Path, ports: dict[int, int], ready: Any, stop: Any
 ) -> None:
-    """Validator 0, in its own process as a real peer is: serve the source chain."""
+    """Validator 0 (and 2, the witness, if it has a port), in a process of their own as
+    real peers are: serve the source chain."""
     network = bench_network(transactions)
     store = ChainStore.open(source_path, network.genesis)
     ledger = Ledger(network.genesis, store, builtin_registry())
     verifier = SignatureVerifier(1)
 
     async def serve() -> None:
-        transport = transport_for(network, 0, ports, NodeMetrics())
-        sync = BlockSync(transport, ledger, verifier, transport.metrics)
-        await transport.start()
+        servers = [index for index in (SERVER, WITNESS) if index in ports]
+        transports = [transport_for(network, index, ports, NodeMetrics()) for index in servers]
+        syncs = [BlockSync(t, ledger, verifier, t.metrics) for t in transports]
+        for transport in transports:
+            await transport.start()
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        await transport.stop()
-        sync.close()
+        for transport, sync in zip(transports, syncs, strict=True):
+            await transport.stop()
+            sync.close()
 
     try:
         asyncio.run(serve())
@@ -175,6 +182,7 @@ class CatchUpResult:
     transactions: int
     seconds: float
     state_root: bytes
+    replayed_blocks: int
 
 
 async def time_catch_up(
@@ -187,7 +195,7 @@ async def time_catch_up(
     """Time validator 1's catch-up from validator 0 (already serving) over TCP."""
     store = ChainStore.open(client_path, network.genesis)
     client = Ledger(network.genesis, store, builtin_registry())
-    transport = transport_for(network, 1, ports, NodeMetrics())
+    transport = transport_for(network, CLIENT, ports, NodeMetrics())
     applied_txs = [0]
 
     def count_txs(blocks: Sequence[CommittedBlock]) -> None:
@@ -196,15 +204,18 @@ async def time_catch_up(
     sync = BlockSync(transport, client, verifier, transport.metrics, on_applied=count_txs)
     try:
         await transport.start()
-        if not await transport.wait_until_connected({0}, CONNECT_TIMEOUT_S):
-            raise RuntimeError("validator 1 could not connect to validator 0")
+        servers = set(ports) - {CLIENT}
+        if not await transport.wait_until_connected(servers, CONNECT_TIMEOUT_S):
+            raise RuntimeError(f"validator 1 could not connect to {sorted(servers)}")
         started_s = time.perf_counter()
-        height = await sync.catch_up(target_height, [0])
+        height = await sync.catch_up(target_height, [SERVER])
         seconds = time.perf_counter() - started_s
     finally:
         await transport.stop()
         sync.close()
-    result = CatchUpResult(height, applied_txs[0], seconds, store.state_root)
+    metric = "chancery_sync_blocks_applied_by_total"
+    replayed = transport.metrics.registry.get_sample_value(metric, {"path": "replay"}) or 0
+    result = CatchUpResult(height, applied_txs[0], seconds, store.state_root, int(replayed))
     store.close()
     return result
 
@@ -215,10 +226,11 @@ def catch_up_from_server_process(
     source_path: Path,
     client_path: Path,
     verifier: SignatureVerifier,
+    witness: bool,
 ) -> CatchUpResult:
     transactions = blocks * txs_per_block
     network = bench_network(transactions)
-    ports = {0: free_port(), 1: free_port()}
+    ports = {index: free_port() for index in (SERVER, CLIENT, WITNESS)[: 3 if witness else 2]}
     context = multiprocessing.get_context("spawn")
     ready, stop = context.Event(), context.Event()
     server = context.Process(
@@ -240,6 +252,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--txs-per-block", type=int, default=100)
     parser.add_argument("--workdir", type=Path, help="keep and reuse the source chain here")
     parser.add_argument("--verify-threads", type=int, default=0, help="0: one per core")
+    parser.add_argument(
+        "--no-witness", action="store_true", help="no second validator: re-execute every block"
+    )
     return parser.parse_args(argv)
 
 
@@ -262,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         source.store.close()  # LevelDB allows one process: the server opens it
         print(f"source ready in {time.perf_counter() - build_started_s:.1f} s; catching up")
         result = catch_up_from_server_process(
-            args.blocks, args.txs_per_block, source_path, client_path, verifier
+            args.blocks, args.txs_per_block, source_path, client_path, verifier, not args.no_witness
         )
     finally:
         verifier.close()
@@ -272,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         f"caught up {result.blocks} blocks / {result.transactions} txs in {result.seconds:.2f} s:"
         f" {result.blocks / result.seconds:.0f} blocks/s,"
         f" {result.transactions / result.seconds:.0f} tx/s"
-        f" ({verifier.threads} verify threads; state root {root})"
+        f" ({verifier.threads} verify threads; {result.replayed_blocks} blocks re-executed;"
+        f" state root {root})"
     )
     return 0 if result.state_root == source_root else 1
 

@@ -16,6 +16,7 @@ BLOCK_VERSION: Final = 1
 HASH_BYTES: Final = 32
 ZERO_HASH: Final = bytes(HASH_BYTES)
 STATE_ROOT_DOMAIN: Final = b"chancery/state/v1\n"
+ENVELOPES_DIGEST_DOMAIN: Final = b"chancery/envelopes/v1\n"
 
 HEADER_FIELD_TYPES: Final[dict[str, type]] = {
     "chain_id": str,
@@ -207,7 +208,51 @@ def encode_write_set(writes: Mapping[bytes, bytes | None]) -> bytes:
 
 def next_state_root(previous_state_root: bytes, writes: Mapping[bytes, bytes | None]) -> bytes:
     """`state_root_h = SHA-256(domain || state_root_{h-1} || SHA-256(W_h))`."""
-    return sha256(STATE_ROOT_DOMAIN + previous_state_root + sha256(encode_write_set(writes)))
+    return state_root_after(previous_state_root, encode_write_set(writes))
+
+
+def state_root_after(previous_state_root: bytes, write_set: bytes) -> bytes:
+    """The state root after a block whose encoded write set `W_h` is `write_set`."""
+    return sha256(STATE_ROOT_DOMAIN + previous_state_root + sha256(write_set))
+
+
+def decode_write_set(data: bytes) -> dict[bytes, bytes | None]:
+    """The writes of an encoded `W_h`, refusing anything `encode_write_set` would not produce.
+
+    Raises:
+        BlockFormatError: not a list of `[bin, bin|nil]` pairs strictly sorted by key.
+    """
+    try:
+        pairs = unpackb_strict(data)
+    except EncodingError as exc:
+        raise BlockFormatError(f"write set: {exc}") from None
+    if not isinstance(pairs, list):
+        raise BlockFormatError("write set must be a list")
+    writes: dict[bytes, bytes | None] = {}
+    previous_key: bytes | None = None
+    for pair in pairs:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[0], bytes)
+            and (pair[1] is None or isinstance(pair[1], bytes))
+        ):
+            raise BlockFormatError("write set entries are [bin, bin|nil]")
+        key, value = pair
+        if previous_key is not None and key <= previous_key:
+            raise BlockFormatError("write set keys must be strictly increasing")
+        writes[key] = value
+        previous_key = key
+    return writes
+
+
+def envelopes_digest(envelopes: Iterable[bytes]) -> bytes:
+    """A node-local digest of a block's envelopes, signatures included.
+
+    No header field covers the signatures (`tx_root` is over body hashes), so peers compare
+    this digest to agree on them during state transfer; it is not part of PROTOCOL.md.
+    """
+    return sha256(ENVELOPES_DIGEST_DOMAIN + b"".join(sha256(e) for e in envelopes))
 
 
 def compute_validators_hash(public_keys: Iterable[bytes]) -> bytes:

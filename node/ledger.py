@@ -2,7 +2,7 @@
 
 validate header -> execute into a `BlockOutput` -> compare every root -> persist atomically.
 The proposer runs `build_proposal`, every replica runs `check_proposal` on what it is
-asked to vote for, state transfer runs `apply_certified_block` on fetched blocks, and
+asked to vote for, state transfer runs `apply_proven_block` on fetched blocks, and
 `commit` persists a proposal once a certificate exists. Proposals may stack on pending
 (not yet committed) parents, so several heights can be in flight at once.
 """
@@ -20,13 +20,34 @@ from node.block import (
     CommitCertificate,
     CommittedBlock,
     certificate_problem,
+    compute_receipts_root,
+    compute_tx_root,
+    decode_write_set,
     sha256,
+    state_root_after,
 )
+from node.errors import ChanceryError
 from node.execution import BlockContext, BlockOutput, OverlayState, execute_block
 from node.genesis import Genesis
 from node.invariants import require
 from node.storage import ChainStore
-from node.transaction import Transaction
+from node.transaction import Transaction, decode_envelope
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBlock:
+    """A block as state transfer received it, every envelope signature already verified.
+
+    `envelopes` are re-encoded canonically and `tx_ids` are their bodies' hashes; the rest
+    is as the peer sent it, to be checked against the certificate.
+    """
+
+    header_bytes: bytes
+    tx_ids: tuple[bytes, ...]
+    envelopes: tuple[bytes, ...]
+    receipts: tuple[bytes, ...]
+    write_set: bytes
+    certificate: CommitCertificate
 
 
 class ProposalRejected(Exception):
@@ -269,19 +290,18 @@ class Ledger:
         self.store.commit_block(block, proposal.output.writes)
         return block
 
-    def apply_certified_block(
-        self,
-        header_bytes: bytes,
-        transactions: Sequence[Transaction],
-        certificate: CommitCertificate,
-    ) -> CommittedBlock:
-        """State transfer: check a fetched block's certificate and roots, then commit it.
+    def replay_certified_block(self, block: FetchedBlock) -> CommittedBlock:
+        """State transfer when the envelopes are not corroborated: check the certificate,
+        re-execute the block and compare every root, then commit it.
+
+        Re-execution ties each envelope's signer to the certified roots (it decides whose
+        org and roles the call ran with), which corroboration by other peers otherwise does.
 
         Raises:
-            ProposalRejected: the certificate or the block does not hold up (the peer that
-                served it is not to be believed).
+            ProposalRejected: the certificate, a transaction or a root does not hold up.
         """
-        block_hash = sha256(header_bytes)
+        certificate = block.certificate
+        block_hash = sha256(block.header_bytes)
         problem = certificate_problem(
             certificate,
             self.genesis.chain_id,
@@ -291,5 +311,87 @@ class Ledger:
         )
         if problem is not None:
             raise _reject("sync.bad_certificate", problem)
-        proposal = self.check_proposal(header_bytes, transactions, self.tip(), clock_ms=None)
+        try:
+            transactions = [decode_envelope(envelope) for envelope in block.envelopes]
+        except ChanceryError as error:  # signatures verified, so only the body can be bad
+            raise _reject("proposal.tx_root", f"undecodable body: {error.message}") from None
+        proposal = self.check_proposal(block.header_bytes, transactions, self.tip(), None)
         return self.commit(proposal, certificate)
+
+    def apply_proven_blocks(
+        self, blocks: Sequence[FetchedBlock]
+    ) -> tuple[list[CommittedBlock], ProposalRejected | None]:
+        """State transfer: commit consecutive fetched blocks once their certificates prove
+        every part; returns the blocks committed and, if one did not hold up, why.
+
+        Nothing is re-executed. The certificate's 2f+1 signatures on the header mean at least
+        f+1 honest validators executed the block and got its roots; here each root is tied to
+        what the peer sent: `tx_root` to the bodies' hashes, `receipts_root` to the receipts,
+        and `state_root`, chained from this node's own root, to the write set. No root covers
+        the envelopes' signers: the caller has verified every signature and had f other
+        validators confirm the envelopes' digest (else it replays the block instead).
+        Replaying from genesis with the contracts is the auditor's job (`chancery audit`).
+
+        The blocks that hold up, up to the first that does not, go to disk in one synced
+        batch (the blocks before a bad one were each proven on their own).
+        """
+        parent = self.tip()
+        proven: list[tuple[CommittedBlock, dict[bytes, bytes | None]]] = []
+        rejection: ProposalRejected | None = None
+        for block in blocks:
+            try:
+                committed, writes = self._prove(block, parent)
+            except ProposalRejected as refused:
+                rejection = refused
+                break
+            proven.append((committed, writes))
+            header = committed.header
+            parent = Parent(
+                header.height, committed.block_hash, header.state_root, header.timestamp, self.store
+            )
+        self.store.commit_blocks(proven)
+        return [committed for committed, _ in proven], rejection
+
+    def _prove(
+        self, block: FetchedBlock, parent: Parent
+    ) -> tuple[CommittedBlock, dict[bytes, bytes | None]]:
+        """Check one fetched block against its certificate on top of `parent`.
+
+        Raises:
+            ProposalRejected: the certificate or a root does not hold up.
+        """
+        block_hash = sha256(block.header_bytes)
+        problem = certificate_problem(
+            block.certificate,
+            self.genesis.chain_id,
+            block_hash,
+            parent.height + 1,
+            self.genesis.validator_keys,
+        )
+        if problem is not None:
+            raise _reject("sync.bad_certificate", problem)
+        header = self.check_header(block.header_bytes, parent, clock_ms=None)
+        if len(block.tx_ids) > self.genesis.params.max_block_txs:
+            raise _reject("proposal.too_many_txs", f"{len(block.tx_ids)} transactions")
+        if len(block.receipts) != len(block.tx_ids):
+            raise _reject("proposal.receipts_root", "one receipt per transaction")
+        if compute_tx_root(block.tx_ids) != header.tx_root:
+            raise _reject("proposal.tx_root", "tx_root differs from the transactions")
+        if compute_receipts_root(block.receipts) != header.receipts_root:
+            raise _reject("proposal.receipts_root", "receipts_root differs from the receipts")
+        if state_root_after(parent.state_root, block.write_set) != header.state_root:
+            raise _reject("proposal.state_root", "state_root differs from the write set")
+        try:
+            writes = decode_write_set(block.write_set)
+        except BlockFormatError as exc:  # a certified root over a malformed set: never honest
+            raise _reject("proposal.state_root", str(exc)) from None
+        committed = CommittedBlock(
+            header=header,
+            header_bytes=block.header_bytes,
+            block_hash=block_hash,
+            tx_ids=block.tx_ids,
+            envelopes=block.envelopes,
+            receipts=block.receipts,
+            commit=block.certificate,
+        )
+        return committed, writes

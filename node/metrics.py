@@ -134,6 +134,13 @@ class NodeMetrics:
         self.sync_blocks_applied = Counter(
             "chancery_sync_blocks_applied", "Blocks applied by state transfer", registry=r
         )
+        self.sync_blocks_applied_by = Counter(
+            "chancery_sync_blocks_applied_by",
+            "Blocks applied by state transfer, by path: from a corroborated write set or by"
+            " re-execution",
+            ["path"],
+            registry=r,
+        )
         self.sync_peers_disbelieved = Counter(
             "chancery_sync_peers_disbelieved",
             "Peers that served a bad block during state transfer, per peer and code",

@@ -4,8 +4,15 @@ Key layout (all keys are bytes; heights are 8-byte big-endian so they sort numer
 - `m:chain_id`, `m:genesis_hash`, `m:height`, `m:state_root`, `m:last_hash` - chain metadata
 - `b:<height>` -> msgpack `{"commit", "header", "tx_ids"}`
 - `h:<block_hash>` -> `<height>`
-- `t:<tx_id>` -> msgpack `[height, index, envelope, receipt]`
+- `x:<height><index>` (index 4 bytes big-endian) -> msgpack `[envelope, receipt]`, so a
+  block's transactions are one sequential range read
+- `t:<tx_id>` -> `<height><index>`, the index from a transaction's id to where it is
 - `s:<state key>` -> state value (state keys are `<contract>/<key>`)
+- `w:<height>` -> the block's encoded write set `W_h` (PROTOCOL.md section 4): what state
+  transfer serves so a peer can prove its state against `state_root` without re-executing,
+  and what an auditor compares a replay against
+- `e:<height>` -> `envelopes_digest` of the block's envelopes, which peers compare during
+  state transfer (no header field covers the signatures)
 - `c:` - reserved for the consensus log (votes a replica must never contradict)
 
 A block, its receipts, its state writes, the indexes and the metadata land in one
@@ -14,7 +21,7 @@ synced write batch: after a crash the node has either all of a block or none of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -22,7 +29,13 @@ from typing import Final
 import msgpack
 import plyvel
 
-from node.block import BlockHeader, CommitCertificate, CommittedBlock
+from node.block import (
+    BlockHeader,
+    CommitCertificate,
+    CommittedBlock,
+    encode_write_set,
+    envelopes_digest,
+)
 from node.genesis import Genesis
 from node.invariants import require
 
@@ -34,7 +47,11 @@ META_LAST_HASH: Final = b"m:last_hash"
 BLOCK_PREFIX: Final = b"b:"
 HASH_PREFIX: Final = b"h:"
 TX_PREFIX: Final = b"t:"
+BLOCK_TX_PREFIX: Final = b"x:"
+TX_INDEX_BYTES: Final = 4
 STATE_PREFIX: Final = b"s:"
+WRITE_SET_PREFIX: Final = b"w:"
+ENVELOPES_DIGEST_PREFIX: Final = b"e:"
 CONSENSUS_PREFIX: Final = b"c:"
 LEVELDB_WRITE_BUFFER_BYTES: Final = 64 * 1024 * 1024
 LEVELDB_CACHE_BYTES: Final = 128 * 1024 * 1024
@@ -109,18 +126,29 @@ class ChainStore:
 
     def commit_block(self, block: CommittedBlock, writes: Mapping[bytes, bytes | None]) -> None:
         """Persist a final block with its receipts and state writes in one synced batch."""
-        require(
-            block.height == self.height + 1, f"commit of height {block.height} after {self.height}"
-        )
-        require(
-            block.header.prev_hash == self.last_block_hash,
-            "committed block does not extend the chain",
-        )
+        self.commit_blocks([(block, writes)])
+
+    def commit_blocks(
+        self, blocks: Sequence[tuple[CommittedBlock, Mapping[bytes, bytes | None]]]
+    ) -> None:
+        """Persist consecutive final blocks, each with its state writes, in one synced batch
+        (state transfer: one sync for a run of blocks, and all of them or none)."""
+        height, last_hash = self.height, self.last_block_hash
+        for block, _ in blocks:
+            require(block.height == height + 1, f"commit of height {block.height} after {height}")
+            require(
+                block.header.prev_hash == last_hash, "committed block does not extend the chain"
+            )
+            height, last_hash = block.height, block.block_hash
+        if not blocks:
+            return
         with self._db.write_batch(transaction=True, sync=True) as batch:
-            _put_block(batch, block, writes)
-        self.height = block.height
-        self.state_root = block.header.state_root
-        self.last_block_hash = block.block_hash
+            for block, writes in blocks:
+                _put_block(batch, block, writes)
+        last = blocks[-1][0]
+        self.height = last.height
+        self.state_root = last.header.state_root
+        self.last_block_hash = last.block_hash
 
     def get(self, key: bytes) -> bytes | None:
         """Committed state by full key (`StateReader`)."""
@@ -130,10 +158,14 @@ class ChainStore:
         return self._db.get(TX_PREFIX + tx_id) is not None
 
     def get_tx(self, tx_id: bytes) -> TxRecord | None:
-        data = self._db.get(TX_PREFIX + tx_id)
-        if data is None:
+        position = self._db.get(TX_PREFIX + tx_id)
+        if position is None:
             return None
-        height, index, envelope, receipt = msgpack.unpackb(data, raw=False)
+        data = self._db.get(BLOCK_TX_PREFIX + position)
+        require(data is not None, f"tx {tx_id.hex()} is indexed but not stored")
+        envelope, receipt = msgpack.unpackb(data, raw=False)
+        height = int.from_bytes(position[:-TX_INDEX_BYTES], "big")
+        index = int.from_bytes(position[-TX_INDEX_BYTES:], "big")
         return TxRecord(height, index, envelope, receipt)
 
     def height_of(self, block_hash: bytes) -> int | None:
@@ -162,17 +194,36 @@ class ChainStore:
         if summary is None:
             return None
         header, header_bytes, tx_ids, commit = summary
-        records = [self.get_tx(tx_id) for tx_id in tx_ids]
-        require(all(r is not None for r in records), f"block {height} references a missing tx")
+        records = [
+            msgpack.unpackb(data, raw=False)
+            for data in self._db.iterator(
+                prefix=BLOCK_TX_PREFIX + height_key(height), include_key=False
+            )
+        ]
+        require(len(records) == len(tx_ids), f"block {height} has missing transactions")
         return CommittedBlock(
             header=header,
             header_bytes=header_bytes,
             block_hash=commit.block_hash,
             tx_ids=tuple(tx_ids),
-            envelopes=tuple(r.envelope for r in records if r is not None),
-            receipts=tuple(r.receipt for r in records if r is not None),
+            envelopes=tuple(envelope for envelope, _ in records),
+            receipts=tuple(receipt for _, receipt in records),
             commit=commit,
         )
+
+    def get_write_set(self, height: int) -> bytes | None:
+        """The encoded write set `W_h` of the block at `height`, or None above the chain."""
+        return self._db.get(WRITE_SET_PREFIX + height_key(height))
+
+    def get_envelope_digests(self, from_height: int, limit: int) -> list[bytes]:
+        """`envelopes_digest` of up to `limit` blocks from `from_height`, stopping at the tip."""
+        last = min(self.height, from_height + limit - 1)
+        digests = []
+        for height in range(max(0, from_height), last + 1):
+            digest = self._db.get(ENVELOPES_DIGEST_PREFIX + height_key(height))
+            require(digest is not None, f"block {height} has no envelopes digest")
+            digests.append(digest)
+        return digests
 
     def iter_blocks(self, from_height: int, limit: int) -> Iterator[CommittedBlock]:
         """Up to `limit` whole blocks from `from_height` upward, stopping at the chain's tip."""
@@ -217,10 +268,11 @@ def _put_block(
     for index, (tx_id, envelope, receipt) in enumerate(
         zip(block.tx_ids, block.envelopes, block.receipts, strict=True)
     ):
-        batch.put(
-            TX_PREFIX + tx_id,
-            msgpack.packb([block.height, index, envelope, receipt], use_bin_type=True),
-        )
+        position = height + index.to_bytes(TX_INDEX_BYTES, "big")
+        batch.put(BLOCK_TX_PREFIX + position, msgpack.packb([envelope, receipt], use_bin_type=True))
+        batch.put(TX_PREFIX + tx_id, position)
+    batch.put(WRITE_SET_PREFIX + height, encode_write_set(writes))
+    batch.put(ENVELOPES_DIGEST_PREFIX + height, envelopes_digest(block.envelopes))
     for key, value in writes.items():
         if value is None:
             batch.delete(STATE_PREFIX + key)

@@ -1,20 +1,38 @@
 """State transfer: a node that is behind fetches certified blocks from peers and applies them.
 
-It trusts no peer. Every block goes through `Ledger.apply_certified_block`, which checks
-its commit certificate against the genesis validators and re-executes it to compare every
-root; every transaction signature is verified first (the certificate covers the bodies'
-hashes, not the signatures beside them). A peer that serves anything that does not hold
-up is not believed again for the rest of that catch-up, and the next peer is asked.
+It trusts no peer. Every block goes through `Ledger.apply_proven_block`, which checks its
+commit certificate against the genesis validators and ties each root of the certified
+header to what the peer sent: the bodies' hashes to `tx_root`, the receipts to
+`receipts_root`, the block's write set (chained from this node's own state root) to
+`state_root`. Every transaction signature is verified first: the certificate covers the
+bodies' hashes, not the signatures beside them. A peer that serves anything that does not
+hold up is not believed again for the rest of that catch-up, and the next peer is asked.
+
+Blocks are not re-executed: 2f+1 signatures on a header mean at least f+1 honest
+validators executed it, so the write set that hashes to its `state_root` is the one they
+computed. Re-executing from genesis is what `chancery audit` is for.
 
 Wire messages (requests through `PeerTransport.request`):
 
     {"type": "get_blocks", "from": int (height >= 1), "limit": int (1 .. SYNC_BATCH_BLOCKS_MAX)}
     -> {"type": "blocks", "height": int (the server's committed height),
-        "blocks": [{"commit": certificate, "header": bin, "receipts": [bin], "txs": [bin]}]}
+        "blocks": [{"commit": certificate, "header": bin, "receipts": [bin], "txs": [bin],
+                    "writes": bin}]}
 
 `blocks` are consecutive from `from`, at most `limit` of them and at most
 `SYNC_RESPONSE_BYTES_MAX` bytes (at least one block when the server has it); an empty list
-means the server has nothing from that height. Each map is `CommittedBlock.to_export()`.
+means the server has nothing from that height. Each map is `CommittedBlock.to_export()`
+(the auditors' export format) plus `writes`, the block's encoded write set `W_h`.
+
+    {"type": "get_envelope_digests", "from": int, "limit": int}
+    -> {"type": "envelope_digests", "digests": [bin(32)]}   (consecutive from `from`)
+
+No root covers the envelopes' signers and signatures, so a lying peer could re-sign a
+certified body with a key it holds and so claim another member's transaction. A fetched
+block is therefore applied from its write set only when f validators other than the one
+that served it report the same `envelopes_digest` (with the server, f+1: one is honest).
+Otherwise, when too few peers answer or they disagree, the block is re-executed, which
+ties every signer to the certified roots.
 
 Speed: the signatures of a whole response are verified in parallel on the verifier's
 thread pool, then its blocks are applied on one worker thread (in height order), while
@@ -31,14 +49,16 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from node.block import BlockFormatError, CommitCertificate, CommittedBlock
+from consensus.quorum import fault_tolerance
+from node.block import BlockFormatError, CommitCertificate, CommittedBlock, envelopes_digest, sha256
 from node.crypto import DOMAIN_TX, SignatureVerifier, verify
 from node.errors import ChanceryError
 from node.invariants import require
-from node.ledger import Ledger, ProposalRejected
+from node.ledger import FetchedBlock, Ledger, ProposalRejected
 from node.metrics import NodeMetrics
 from node.p2p.transport import PeerTransport, TransportError
-from node.transaction import Transaction, decode_envelope
+from node.storage import ChainStore
+from node.transaction import encode_envelope, split_envelope
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +67,15 @@ SYNC_RESPONSE_BYTES_MAX: Final = 8 * 1024 * 1024
 # Room in a frame for everything but the blocks: the response map and its keys.
 SYNC_RESPONSE_HEADROOM_BYTES: Final = 64 * 1024
 SYNC_REQUEST_TIMEOUT_S: Final = 30.0
+# A witness that is slower than this to report digests is not waited for: the block is
+# then re-executed instead, which is slower but needs nobody.
+SYNC_DIGEST_TIMEOUT_S: Final = 2.0
+DIGEST_RESPONSE_FIELDS: Final = frozenset({"type", "digests"})
 # Upper bounds for msgpack framing around a block export's parts.
 BLOCK_EXPORT_OVERHEAD_BYTES: Final = 128
 BIN_OVERHEAD_BYTES: Final = 5
 CERTIFICATE_ENTRY_BYTES: Final = 80
-EXPORT_FIELDS: Final = frozenset({"commit", "header", "receipts", "txs"})
+SYNC_BLOCK_FIELDS: Final = frozenset({"commit", "header", "receipts", "txs", "writes"})
 RESPONSE_FIELDS: Final = frozenset({"type", "height", "blocks"})
 
 AppliedListener = Callable[[Sequence[CommittedBlock]], None]
@@ -64,15 +88,6 @@ class SyncRefused(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedBlock:
-    """A block as received: its header bytes, decoded and verified transactions, certificate."""
-
-    header_bytes: bytes
-    transactions: tuple[Transaction, ...]
-    certificate: CommitCertificate
 
 
 @dataclass(frozen=True)
@@ -92,35 +107,41 @@ class FetchedBatch:
 class _RawBlock:
     header_bytes: bytes
     envelopes: list[bytes]
+    receipts: list[bytes]
+    write_set: bytes
     certificate: CommitCertificate
 
 
-def export_size_bytes(block: CommittedBlock) -> int:
-    """An upper bound on the encoded size of `block.to_export()`."""
+def export_size_bytes(block: CommittedBlock, write_set: bytes) -> int:
+    """An upper bound on the encoded size of a block's sync map (export plus write set)."""
     items = itertools.chain(block.envelopes, block.receipts)
     return (
         BLOCK_EXPORT_OVERHEAD_BYTES
         + len(block.header_bytes)
+        + len(write_set)
+        + BIN_OVERHEAD_BYTES
         + sum(len(item) + BIN_OVERHEAD_BYTES for item in items)
         + CERTIFICATE_ENTRY_BYTES * len(block.commit.signatures)
     )
 
 
-def decode_and_verify(envelopes: Sequence[bytes]) -> list[Transaction] | str:
-    """Decode envelopes and verify their signatures (blocking; runs on the verify pool).
+def open_and_verify(envelopes: Sequence[bytes]) -> list[tuple[bytes, bytes]] | str:
+    """`(tx_id, canonical envelope)` of each envelope once its signature verifies (blocking;
+    runs on the verify pool). Bodies are not decoded: the certificate vouches for them.
 
-    Returns the transactions, or why one of them is bad.
+    Returns the pairs, or why one of the envelopes is bad.
     """
-    transactions = []
+    opened = []
     for envelope in envelopes:
         try:
-            tx = decode_envelope(envelope)
+            body, signer, signature = split_envelope(envelope)
         except ChanceryError as error:
             return f"undecodable transaction: {error.message}"
-        if not verify(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature):
-            return f"transaction {tx.tx_id.hex()} has a bad signature"
-        transactions.append(tx)
-    return transactions
+        tx_id = sha256(body)
+        if not verify(signer, DOMAIN_TX, body, signature):
+            return f"transaction {tx_id.hex()} has a bad signature"
+        opened.append((tx_id, encode_envelope(body, signer, signature)))
+    return opened
 
 
 def _malformed(message: str) -> SyncRefused:
@@ -137,10 +158,10 @@ def parse_block(raw: Any, height: int) -> _RawBlock:
     Raises:
         SyncRefused: `sync.malformed` or `sync.wrong_height`.
     """
-    if not isinstance(raw, dict) or raw.keys() != EXPORT_FIELDS:
-        raise _malformed(f"block {height} must have exactly {sorted(EXPORT_FIELDS)}")
-    if not isinstance(raw["header"], bytes):
-        raise _malformed(f"block {height} header must be bin")
+    if not isinstance(raw, dict) or raw.keys() != SYNC_BLOCK_FIELDS:
+        raise _malformed(f"block {height} must have exactly {sorted(SYNC_BLOCK_FIELDS)}")
+    if not isinstance(raw["header"], bytes) or not isinstance(raw["writes"], bytes):
+        raise _malformed(f"block {height} header and writes must be bin")
     if not _is_bytes_list(raw["txs"]) or not _is_bytes_list(raw["receipts"]):
         raise _malformed(f"block {height} txs and receipts must be lists of bin")
     try:
@@ -149,7 +170,7 @@ def parse_block(raw: Any, height: int) -> _RawBlock:
         raise _malformed(f"block {height}: {exc}") from None
     if certificate.height != height:
         raise SyncRefused("sync.wrong_height", f"expected block {height}, got {certificate.height}")
-    return _RawBlock(raw["header"], raw["txs"], certificate)
+    return _RawBlock(raw["header"], raw["txs"], raw["receipts"], raw["writes"], certificate)
 
 
 def parse_blocks_response(
@@ -166,6 +187,42 @@ def parse_blocks_response(
     if not isinstance(blocks, list) or len(blocks) > limit:
         raise _malformed(f"blocks must be a list of at most {limit}")
     return [parse_block(raw, first_height + offset) for offset, raw in enumerate(blocks)]
+
+
+def _digests_of(response: dict[str, Any]) -> list[bytes]:
+    """The digests of an `envelope_digests` answer; anything else counts as no answer.
+
+    Raises:
+        TransportError: `sync.malformed` for a response of another shape.
+    """
+    digests = response.get("digests")
+    valid = (
+        response.keys() == DIGEST_RESPONSE_FIELDS
+        and response["type"] == "envelope_digests"
+        and _is_bytes_list(digests)
+    )
+    if not valid:
+        raise TransportError("sync.malformed", "an envelope_digests answer has type, digests")
+    return digests
+
+
+def read_sync_exports(
+    store: ChainStore, start: int, limit: int, bytes_max: int
+) -> list[dict[str, Any]]:
+    """The `blocks` of a `get_blocks` answer: up to `limit` blocks from `start` within
+    `bytes_max` (but always the first one, when the store has it)."""
+    exports: list[dict[str, Any]] = []
+    total_bytes = 0
+    for block in store.iter_blocks(start, limit):
+        write_set = store.get_write_set(block.height)
+        require(write_set is not None, f"block {block.height} has no write set")
+        assert write_set is not None  # for the type checker; require() crashes first
+        size_bytes = export_size_bytes(block, write_set)
+        if exports and total_bytes + size_bytes > bytes_max:
+            break
+        exports.append({**block.to_export(), "writes": write_set})
+        total_bytes += size_bytes
+    return exports
 
 
 def parse_get_blocks(request: dict[str, Any]) -> tuple[int, int]:
@@ -223,6 +280,8 @@ class BlockSync:
             max_workers=1, thread_name_prefix="sync-apply"
         )
         transport.on_request("get_blocks", self.serve_get_blocks)
+        transport.on_request("get_envelope_digests", self.serve_get_envelope_digests)
+        self._witnesses_needed = fault_tolerance(len(ledger.genesis.validators))
 
     def close(self) -> None:
         if self._own_executor:
@@ -238,19 +297,22 @@ class BlockSync:
         """
         start, limit = parse_get_blocks(request)
         # LevelDB reads of a few hundred blocks take milliseconds: keep them off the loop.
-        blocks = await asyncio.to_thread(self._read_exports, start, limit)
+        blocks = await asyncio.to_thread(
+            read_sync_exports, self.ledger.store, start, limit, self.response_bytes_max
+        )
         return {"type": "blocks", "height": self.ledger.height, "blocks": blocks}
 
-    def _read_exports(self, start: int, limit: int) -> list[dict[str, Any]]:
-        exports: list[dict[str, Any]] = []
-        total_bytes = 0
-        for block in self.ledger.store.iter_blocks(start, limit):
-            size_bytes = export_size_bytes(block)
-            if exports and total_bytes + size_bytes > self.response_bytes_max:
-                break
-            exports.append(block.to_export())
-            total_bytes += size_bytes
-        return exports
+    async def serve_get_envelope_digests(
+        self, peer_index: int, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Answer a `get_envelope_digests` request from the committed chain.
+
+        Raises:
+            TransportError: `p2p.bad_request` (answered to the peer as an error).
+        """
+        start, limit = parse_get_blocks(request)
+        digests = await asyncio.to_thread(self.ledger.store.get_envelope_digests, start, limit)
+        return {"type": "envelope_digests", "digests": digests}
 
     # -- catching up -----------------------------------------------------------------------
 
@@ -289,10 +351,9 @@ class BlockSync:
     async def _sync_from(self, peer: int, target_height: int | None) -> int:
         """Apply consecutive batches from `peer` while it has blocks; returns blocks applied.
 
-        The next batch is requested while the current one is verified and applied. The two
-        CPU phases take turns rather than overlap: the apply thread holds the GIL almost
-        throughout, and verify threads that must re-take it after every signature would
-        stall it and themselves (measured: overlapping was slower on 2 cores).
+        Three stages overlap: while batch k is applied (mostly a synced LevelDB write, which
+        releases the GIL), batch k+1 is verified on the signature pool and batch k+2 is on
+        its way. Batches are applied strictly one after another, in height order.
 
         Raises:
             SyncRefused: the peer served something that does not hold up.
@@ -303,22 +364,50 @@ class BlockSync:
         fetching: asyncio.Task[list[_RawBlock]] | None = self._start_fetch(
             peer, first_height, target_height
         )
+        applying: asyncio.Task[int] | None = None
         try:
             while fetching is not None:
                 raw_blocks = await fetching
                 fetching = None
                 if not raw_blocks:
                     break
-                batch = FetchedBatch(peer, first_height, await self._verify(raw_blocks))
+                batch, corroborated = await self._verify_batch(peer, first_height, raw_blocks)
                 first_height = batch.next_height
                 if target_height is None or first_height <= target_height:
                     fetching = self._start_fetch(peer, first_height, target_height)
-                applied += await self._apply(batch)
+                if applying is not None:
+                    applied += await applying  # a refusal stops here, before the next batch
+                applying = asyncio.create_task(self._apply(batch, corroborated))
+            if applying is not None:
+                applied += await applying
+                applying = None
         finally:
-            if fetching is not None:
-                fetching.cancel()
-                await asyncio.gather(fetching, return_exceptions=True)
+            for task in (fetching, applying):
+                if task is not None and not task.done():
+                    # An apply in progress runs to its end (it is on a thread); wait for it
+                    # so that the next catch-up starts from a settled height.
+                    if task is fetching:
+                        task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
         return applied
+
+    async def _verify_batch(
+        self, peer: int, first_height: int, raw_blocks: Sequence[_RawBlock]
+    ) -> tuple[FetchedBatch, frozenset[int]]:
+        """Verify a batch's signatures while other validators are asked to vouch for it.
+
+        Raises:
+            SyncRefused: `sync.bad_transaction`.
+        """
+        corroborating = asyncio.create_task(self._corroborated(peer, first_height, raw_blocks))
+        try:
+            blocks = await self._verify(raw_blocks)
+            corroborated = await corroborating
+        finally:
+            if not corroborating.done():
+                corroborating.cancel()
+                await asyncio.gather(corroborating, return_exceptions=True)
+        return FetchedBatch(peer, first_height, blocks), corroborated
 
     def _start_fetch(
         self, peer: int, first_height: int, target_height: int | None
@@ -341,23 +430,33 @@ class BlockSync:
         return parse_blocks_response(response, first_height, limit)
 
     async def _verify(self, raw_blocks: Sequence[_RawBlock]) -> tuple[FetchedBlock, ...]:
-        """Decode and verify every transaction of a batch.
+        """Verify every transaction signature of a batch.
 
         Raises:
             SyncRefused: `sync.bad_transaction`.
         """
-        transactions = await self._decode_and_verify_all(raw_blocks)
+        opened = await self._open_and_verify_all(raw_blocks)
         blocks = []
+        offset = 0
         for raw in raw_blocks:
-            count = len(raw.envelopes)
+            pairs = opened[offset : offset + len(raw.envelopes)]
+            offset += len(raw.envelopes)
             blocks.append(
-                FetchedBlock(raw.header_bytes, tuple(transactions[:count]), raw.certificate)
+                FetchedBlock(
+                    header_bytes=raw.header_bytes,
+                    tx_ids=tuple(tx_id for tx_id, _ in pairs),
+                    envelopes=tuple(envelope for _, envelope in pairs),
+                    receipts=tuple(raw.receipts),
+                    write_set=raw.write_set,
+                    certificate=raw.certificate,
+                )
             )
-            del transactions[:count]
         return tuple(blocks)
 
-    async def _decode_and_verify_all(self, raw_blocks: Sequence[_RawBlock]) -> list[Transaction]:
-        """Every transaction of the batch, decoded and verified in parallel chunks.
+    async def _open_and_verify_all(
+        self, raw_blocks: Sequence[_RawBlock]
+    ) -> list[tuple[bytes, bytes]]:
+        """Every envelope of the batch, opened and verified in parallel chunks.
 
         Raises:
             SyncRefused: `sync.bad_transaction` for an undecodable one or a bad signature.
@@ -369,16 +468,58 @@ class BlockSync:
         size = self.verifier.chunk_size
         chunks = [envelopes[i : i + size] for i in range(0, len(envelopes), size)]
         results = await asyncio.gather(
-            *(loop.run_in_executor(self.verifier.executor, decode_and_verify, c) for c in chunks)
+            *(loop.run_in_executor(self.verifier.executor, open_and_verify, c) for c in chunks)
         )
-        transactions: list[Transaction] = []
+        opened: list[tuple[bytes, bytes]] = []
         for result in results:
             if isinstance(result, str):
                 raise SyncRefused("sync.bad_transaction", result)
-            transactions.extend(result)
-        return transactions
+            opened.extend(result)
+        return opened
 
-    async def _apply(self, batch: FetchedBatch) -> int:
+    async def _corroborated(
+        self, peer: int, first_height: int, raw_blocks: Sequence[_RawBlock]
+    ) -> frozenset[int]:
+        """The heights whose envelopes f other validators report the same digest of.
+
+        Asks every other connected validator at once and stops as soon as every height has
+        enough matching reports; a witness that fails, lags or disagrees only costs a
+        re-execution of the blocks it does not vouch for.
+        """
+        heights = range(first_height, first_height + len(raw_blocks))
+        if self._witnesses_needed == 0:
+            return frozenset(heights)
+        wanted = [envelopes_digest(raw.envelopes) for raw in raw_blocks]
+        witnesses = sorted(self.transport.connected_peers() - {peer, self.transport.index})
+        if len(witnesses) < self._witnesses_needed:
+            return frozenset()
+        request = {"type": "get_envelope_digests", "from": first_height, "limit": len(wanted)}
+        asks = [
+            asyncio.create_task(self.transport.request(w, request, SYNC_DIGEST_TIMEOUT_S))
+            for w in witnesses
+        ]
+        matches = [0] * len(wanted)
+        try:
+            for answer in asyncio.as_completed(asks):
+                try:
+                    digests = _digests_of(await answer)
+                except TransportError:
+                    continue
+                for offset, (ours, theirs) in enumerate(zip(wanted, digests, strict=False)):
+                    matches[offset] += ours == theirs
+                if min(matches) >= self._witnesses_needed:
+                    break
+        finally:
+            for ask in asks:
+                ask.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+        return frozenset(
+            height
+            for height, count in zip(heights, matches, strict=True)
+            if count >= self._witnesses_needed
+        )
+
+    async def _apply(self, batch: FetchedBatch, corroborated: frozenset[int]) -> int:
         """Apply a verified batch on the apply thread; returns how many blocks it applied.
 
         Raises:
@@ -387,7 +528,7 @@ class BlockSync:
         """
         loop = asyncio.get_running_loop()
         applied, rejection = await loop.run_in_executor(
-            self._apply_executor, self._apply_blocks, batch.blocks
+            self._apply_executor, self._apply_blocks, batch.blocks, corroborated
         )
         if applied:
             self.metrics.sync_blocks_applied.inc(len(applied))
@@ -399,15 +540,27 @@ class BlockSync:
         return len(applied)
 
     def _apply_blocks(
-        self, blocks: Sequence[FetchedBlock]
+        self, blocks: Sequence[FetchedBlock], corroborated: frozenset[int]
     ) -> tuple[list[CommittedBlock], ProposalRejected | None]:
+        """Apply runs of corroborated blocks from their write sets, replay the others."""
         applied: list[CommittedBlock] = []
-        for block in blocks:
+        index = 0
+        while index < len(blocks):
+            run_end = index
+            while run_end < len(blocks) and blocks[run_end].certificate.height in corroborated:
+                run_end += 1
+            if run_end > index:
+                committed, rejection = self.ledger.apply_proven_blocks(blocks[index:run_end])
+                self.metrics.sync_blocks_applied_by.labels(path="write_set").inc(len(committed))
+                applied.extend(committed)
+                if rejection is not None:
+                    return applied, rejection
+                index = run_end
+                continue
             try:
-                committed = self.ledger.apply_certified_block(
-                    block.header_bytes, block.transactions, block.certificate
-                )
+                applied.append(self.ledger.replay_certified_block(blocks[index]))
             except ProposalRejected as rejection:
                 return applied, rejection
-            applied.append(committed)
+            self.metrics.sync_blocks_applied_by.labels(path="replay").inc()
+            index += 1
         return applied, None

@@ -327,7 +327,8 @@ class PeerTransport:
             ) from None
         finally:
             self._pending.pop(request_id, None)
-            if not future.done():
+            # Cancelling the caller cancels the future too: that is abandoning it as well.
+            if not future.done() or future.cancelled():
                 self._abandon(request_id, peer_index)
         if response["type"] == "error":
             remote_code = str(response.get("code"))
@@ -547,6 +548,9 @@ class PeerTransport:
         entry = self._pending.get(request_id)
         if entry is not None and entry[0] == link.index and not entry[1].done():
             entry[1].set_result(message)
+        elif entry is not None and entry[0] == link.index:
+            # The caller was cancelled and has not yet cleaned up: as late as abandoned.
+            self.count_dropped(link.index, "late_response")
         elif self._abandoned.get(request_id) == link.index:
             del self._abandoned[request_id]
             self.count_dropped(link.index, "late_response")

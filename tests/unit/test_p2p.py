@@ -517,6 +517,28 @@ async def test_a_peer_cannot_keep_more_requests_in_progress_than_the_cap(
         assert [answer["type"] for answer in await asyncio.gather(*held)] == ["held"] * len(held)
 
 
+async def test_the_answer_to_a_cancelled_request_is_counted_late_not_unexpected(
+    four: Consortium,
+) -> None:
+    async with running_network(four, 2, ping_interval_s=60) as network:
+        zero, one = network.peers[0].transport, network.peers[1].transport
+        assert await zero.wait_until_connected({1}, WAIT_S)
+        assert await one.wait_until_connected({0}, WAIT_S)
+        release = asyncio.Event()
+
+        async def hold(peer: int, request: dict[str, Any]) -> dict[str, Any]:
+            await release.wait()
+            return {"type": "held"}
+
+        one.on_request("hold", hold)
+        asking = asyncio.create_task(zero.request(1, {"type": "hold"}, WAIT_S))
+        await asyncio.sleep(0.1)  # the request is out and being served
+        asking.cancel()
+        await asyncio.gather(asking, return_exceptions=True)
+        release.set()
+        await eventually(lambda: zero.peer_status()[1]["frames_dropped"] == {"late_response": 1})
+
+
 async def test_requests_time_out_fail_and_report_remote_errors(four: Consortium) -> None:
     async with running_network(four, 2) as network:
         zero, one = network.peers[0].transport, network.peers[1].transport

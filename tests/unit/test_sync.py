@@ -1,5 +1,6 @@
 """State transfer over real transports: an empty node catches up to the same blocks and
-state as its peer, and a peer that serves a bad block is not believed."""
+state as its peer, from corroborated write sets or by re-execution, and a peer that
+serves a bad block is not believed."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from typing import Any
 import msgpack
 import pytest
 
-from node.block import CommittedBlock
-from node.crypto import SignatureVerifier
+from node.block import CommittedBlock, encode_write_set
+from node.crypto import DOMAIN_TX, SignatureVerifier
 from node.encoding import unpackb_strict
 from node.p2p.transport import TransportError
 from node.sync import (
     SYNC_BATCH_BLOCKS_MAX,
+    SYNC_RESPONSE_BYTES_MAX,
     BlockSync,
     export_size_bytes,
     parse_get_blocks,
+    read_sync_exports,
 )
 from node.transaction import decode_envelope, encode_envelope
 from tests.unit.conftest import Chain, Consortium, build_consortium, key_from_label
@@ -88,7 +91,7 @@ def lying_server(source: Chain, tamper: Tamper) -> Callable[..., Any]:
 
     async def serve(peer: int, request: dict[str, Any]) -> dict[str, Any]:
         start, limit = parse_get_blocks(request)
-        blocks = [block.to_export() for block in source.store.iter_blocks(start, limit)]
+        blocks = read_sync_exports(source.store, start, limit, SYNC_RESPONSE_BYTES_MAX)
         if start <= TAMPERED_HEIGHT < start + len(blocks):
             tamper(blocks[TAMPERED_HEIGHT - start], source)
         return {"type": "blocks", "height": source.store.height, "blocks": blocks}
@@ -103,9 +106,12 @@ async def harness(
     tmp_path: Path,
     verifier: SignatureVerifier,
     liar: Callable[..., Any] | None = None,
+    witness: Callable[..., Any] | None = None,
     **sync_options: Any,
 ) -> AsyncIterator[Harness]:
-    network = Network(four, 3)
+    """Validator 0 serves honestly, 1 catches up, 2 (if `liar`) answers `get_blocks` with
+    it, 3 (if `witness`) answers `get_envelope_digests` with it."""
+    network = Network(four, 4)
     fresh = Chain(tmp_path / "fresh", four)
     syncs: list[BlockSync] = []
     try:
@@ -120,6 +126,10 @@ async def harness(
             lying = await network.start(2, ping_interval_s=3600)
             lying.transport.on_request("get_blocks", liar)
             wanted.add(2)
+        if witness is not None:
+            vouching = await network.start(3, ping_interval_s=3600)
+            vouching.transport.on_request("get_envelope_digests", witness)
+            wanted.add(3)
         assert await client.transport.wait_until_connected(wanted, WAIT_S)
         yield Harness(network, honest, client, fresh, client_sync, server_sync)
     finally:
@@ -203,9 +213,29 @@ def tamper_short_quorum(export: dict[str, Any], source: Chain) -> None:
 
 
 def tamper_wrong_height(export: dict[str, Any], source: Chain) -> None:
-    block = source.store.get_block(TAMPERED_HEIGHT + 1)
-    assert block is not None
-    export.update(block.to_export())
+    [following] = read_sync_exports(source.store, TAMPERED_HEIGHT + 1, 1, SYNC_RESPONSE_BYTES_MAX)
+    export.update(following)
+
+
+def tamper_receipt(export: dict[str, Any], source: Chain) -> None:
+    receipt = bytearray(export["receipts"][0])
+    receipt[-1] ^= 1
+    export["receipts"][0] = bytes(receipt)
+
+
+def tamper_write_set(export: dict[str, Any], source: Chain) -> None:
+    writes = {key: b"forged" for key, _ in msgpack.unpackb(export["writes"])}
+    export["writes"] = encode_write_set(writes)
+
+
+def tamper_resigned_same_body(export: dict[str, Any], source: Chain) -> None:
+    """The certified body re-signed by another member: every signature verifies and no root
+    covers the signer, so only corroboration or re-execution tells."""
+    tx = decode_envelope(export["txs"][0])
+    other = source.consortium.admins["taxoffice"]
+    export["txs"][0] = encode_envelope(
+        tx.body_bytes, other.public_key, other.sign(DOMAIN_TX, tx.body_bytes)
+    )
 
 
 def tamper_shape(export: dict[str, Any], source: Chain) -> None:
@@ -222,6 +252,9 @@ def tamper_shape(export: dict[str, Any], source: Chain) -> None:
         (tamper_other_hash, "sync.bad_certificate"),
         (tamper_short_quorum, "sync.bad_certificate"),
         (tamper_wrong_height, "sync.wrong_height"),
+        (tamper_receipt, "proposal.receipts_root"),
+        (tamper_write_set, "proposal.state_root"),
+        (tamper_resigned_same_body, "proposal.receipts_root"),
         (tamper_shape, "sync.malformed"),
     ],
     ids=lambda value: value if isinstance(value, str) else value.__name__.removeprefix("tamper_"),
@@ -243,7 +276,7 @@ async def test_a_peer_serving_a_bad_block_is_not_believed(
         dropped = h.client.transport.peer_status()[2]["frames_dropped"]
         assert dropped.get(code) == 1
         # The answer to a fetch cancelled by the refusal may still arrive: late, not bad.
-        assert dropped.keys() <= {code, "late_response"}
+        assert dropped.keys() <= {code, "late_response"}, dropped
 
 
 async def test_a_liar_is_not_asked_again_within_the_same_catch_up(
@@ -261,8 +294,9 @@ async def test_a_liar_is_not_asked_again_within_the_same_catch_up(
         # rest) a second round asks every believed peer for more: the liar is not asked.
         assert await h.client_sync.catch_up(None, [2, 0]) == SOURCE_HEIGHT
         assert SOURCE_HEIGHT + 1 not in asked
-        # At most the batch being fetched while the bad one was applied went out after it.
-        assert max(asked) <= TAMPERED_HEIGHT + BATCH_BLOCKS
+        # At most the two batches in flight while the bad one was applied (one verified,
+        # one being fetched) went out after it.
+        assert max(asked) <= TAMPERED_HEIGHT + 2 * BATCH_BLOCKS
 
 
 async def test_a_silent_peer_is_skipped_without_being_disbelieved(
@@ -296,9 +330,12 @@ async def test_the_server_bounds_its_answer_by_count_and_bytes(
         everything = await server.serve_get_blocks(1, request)
         assert len(everything["blocks"]) == min(SOURCE_HEIGHT, SYNC_BATCH_BLOCKS_MAX)
         first_three = list(source.store.iter_blocks(1, 3))
-        server.response_bytes_max = sum(export_size_bytes(block) for block in first_three)
+        server.response_bytes_max = sum(
+            export_size_bytes(block, source.store.get_write_set(block.height) or b"")
+            for block in first_three
+        )
         three = await server.serve_get_blocks(1, request)
-        assert three["blocks"] == [block.to_export() for block in first_three]
+        assert [b["header"] for b in three["blocks"]] == [b.header_bytes for b in first_three]
         server.response_bytes_max = 1  # a block bigger than the budget still goes alone
         assert len((await server.serve_get_blocks(1, request))["blocks"]) == 1
         beyond = {**request, "from": SOURCE_HEIGHT + 1}
@@ -312,10 +349,13 @@ async def test_the_server_bounds_its_answer_by_count_and_bytes(
 def test_export_size_bounds_the_encoded_block(source: Chain) -> None:
     for height in (1, SOURCE_HEIGHT):
         block = source.store.get_block(height)
-        assert block is not None
-        encoded = msgpack.packb(block.to_export(), use_bin_type=True)
-        assert len(encoded) <= export_size_bytes(block)
-        assert unpackb_strict(encoded) == block.to_export()
+        write_set = source.store.get_write_set(height)
+        assert block is not None and write_set is not None
+        [export] = read_sync_exports(source.store, height, 1, SYNC_RESPONSE_BYTES_MAX)
+        assert export == {**block.to_export(), "writes": write_set}
+        encoded = msgpack.packb(export, use_bin_type=True)
+        assert len(encoded) <= export_size_bytes(block, write_set)
+        assert unpackb_strict(encoded) == export
 
 
 @pytest.mark.parametrize(
@@ -341,3 +381,70 @@ async def test_a_bad_get_blocks_is_answered_with_an_error(
         with pytest.raises(TransportError) as refused:
             await h.client.transport.request(0, {"type": "get_blocks", **request_fields}, WAIT_S)
         assert refused.value.remote_code == "p2p.bad_request"
+
+
+def digest_witness(source: Chain, forge: bool = False) -> Callable[..., Any]:
+    """A `get_envelope_digests` handler reporting `source`'s digests, or other ones."""
+
+    async def report(peer: int, request: dict[str, Any]) -> dict[str, Any]:
+        start, limit = parse_get_blocks(request)
+        digests = source.store.get_envelope_digests(start, limit)
+        if forge:
+            digests = [os.urandom(32) for _ in digests]
+        return {"type": "envelope_digests", "digests": digests}
+
+    return report
+
+
+def applied_by(h: Harness, path: str) -> float:
+    return sample(h.client.metrics, "chancery_sync_blocks_applied_by_total", path=path)
+
+
+async def test_blocks_a_witness_vouches_for_apply_from_their_write_sets(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    witness = digest_witness(source)
+    async with harness(four, source, tmp_path, verifier, witness=witness) as h:
+        assert await h.client_sync.catch_up(None, [0]) == SOURCE_HEIGHT
+        assert_same_chain(h.fresh, source)
+        assert applied_by(h, "write_set") == SOURCE_HEIGHT
+        assert applied_by(h, "replay") == 0
+
+
+async def test_without_a_witness_blocks_are_re_executed(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    async with harness(four, source, tmp_path, verifier) as h:
+        assert await h.client_sync.catch_up(None, [0]) == SOURCE_HEIGHT
+        assert_same_chain(h.fresh, source)
+        assert applied_by(h, "replay") == SOURCE_HEIGHT
+        assert applied_by(h, "write_set") == 0
+
+
+async def test_a_witness_reporting_other_digests_only_costs_a_re_execution(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    witness = digest_witness(source, forge=True)
+    async with harness(four, source, tmp_path, verifier, witness=witness) as h:
+        assert await h.client_sync.catch_up(None, [0]) == SOURCE_HEIGHT
+        assert_same_chain(h.fresh, source)
+        assert applied_by(h, "replay") == SOURCE_HEIGHT
+        metric = "chancery_sync_peers_disbelieved_total"
+        refusals = [m for m in h.client.metrics.registry.collect() if m.name == metric[:-6]]
+        assert all(not family.samples for family in refusals)
+
+
+async def test_a_re_signed_body_is_refused_even_when_a_witness_is_asked(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    liar = lying_server(source, tamper_resigned_same_body)
+    witness = digest_witness(source)
+    async with harness(four, source, tmp_path, verifier, liar, witness=witness) as h:
+        assert await h.client_sync.catch_up(None, [2, 0]) == SOURCE_HEIGHT
+        assert_same_chain(h.fresh, source)
+        for height in range(1, SOURCE_HEIGHT + 1):
+            ours, theirs = h.fresh.store.get_block(height), source.store.get_block(height)
+            assert ours is not None and theirs is not None
+            assert ours.envelopes == theirs.envelopes
+        metric = "chancery_sync_peers_disbelieved_total"
+        assert sample(h.client.metrics, metric, peer="2", code="proposal.receipts_root") == 1
