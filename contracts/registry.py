@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from contracts import membership
+from contracts import evidence, membership
 from contracts.runtime import ContractRegistry
 
 
 def builtin_registry() -> ContractRegistry:
-    """Every built-in contract; later issues add evidence, invoice, lottery and ranking."""
-    return ContractRegistry([membership.CONTRACT])
+    """Every built-in contract; later issues add invoice, lottery and ranking."""
+    return ContractRegistry([membership.CONTRACT, evidence.CONTRACT])

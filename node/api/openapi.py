@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from contracts import evidence
 from node.api.body import JSON, MSGPACK
 from node.api.keys import OPENAPI_DOCUMENT
 from node.api.params import INTEGER_MAX
@@ -149,6 +150,71 @@ def _component_schemas() -> dict[str, Schema]:
             }
         ),
         "Status": _status_schema(),
+        **_evidence_schemas(),
+    }
+
+
+def _evidence_schemas() -> dict[str, Schema]:
+    """The evidence contract's query answers and its proof bundle (CONTRACTS.md)."""
+    identifier: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
+    nullable_identifier: Schema = {"anyOf": [identifier, {"type": "null"}]}
+    meta: Schema = {"type": ["object", "null"]}
+    count: Schema = {"type": "integer", "minimum": 1, "maximum": evidence.BATCH_COUNT_MAX}
+    common = {
+        "org": identifier,
+        "signer": HASH,
+        "height": HEIGHT,
+        "timestamp": {"type": "integer"},
+        "tx_id": HASH,
+        "kind": identifier,
+        "meta": meta,
+    }
+    methods = [evidence.METHOD_ANCHOR, evidence.METHOD_ANCHOR_BATCH]
+    anchor = _object(
+        {
+            "hash": HASH,
+            **common,
+            "subject": nullable_identifier,
+            "method": {"enum": methods},
+            "count": count,
+        },
+        optional=("count",),
+    )
+    single = _object(
+        {
+            "contract": {"const": evidence.NAME},
+            "method": {"const": evidence.METHOD_ANCHOR},
+            **common,
+            "hash": HASH,
+            "subject": nullable_identifier,
+        }
+    )
+    batch = _object(
+        {
+            "contract": {"const": evidence.NAME},
+            "method": {"const": evidence.METHOD_ANCHOR_BATCH},
+            **common,
+            "root": HASH,
+            "count": count,
+        }
+    )
+    page = {"type": "array", "items": anchor, "maxItems": evidence.SUBJECT_PAGE_ANCHORS_MAX}
+    return {
+        "EvidenceAnchors": _object({"hash": HASH, "anchors": {"type": "array", "items": anchor}}),
+        "EvidenceTimeline": _object(
+            {
+                "subject": identifier,
+                "total": HEIGHT,
+                "anchors": page,
+                "next": NULLABLE_HEIGHT,
+            }
+        ),
+        "EvidenceProofBundle": {
+            "allOf": [
+                ref("ProofBundle"),
+                _object({"evidence": {"oneOf": [single, batch]}}),
+            ]
+        },
     }
 
 
@@ -404,6 +470,10 @@ def _chain_operations() -> Operations:
         },
         ("/v1/contracts/{contract}/{query}", "get"): {
             "summary": "Read-only contract query on committed state (CONTRACTS.md)",
+            "description": (
+                "evidence answers `anchors/{hash}` with EvidenceAnchors, and "
+                "`subjects/{subject}` and `subjects/{subject}/from/{n}` with EvidenceTimeline"
+            ),
             "parameters": [
                 _path("contract", {"type": "string"}, "contract name"),
                 _path("query", {"type": "string"}, "query path; may contain '/'"),
@@ -428,12 +498,34 @@ def _chain_operations() -> Operations:
     }
 
 
+def _evidence_operations() -> Operations:
+    hash_parameter = _path(
+        "hash", {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}, "the anchored hash or root"
+    )
+    org = _query(
+        "org",
+        {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+        "this organisation's anchor (default: the earliest anchor)",
+    )
+    return {
+        ("/v1/contracts/evidence/anchors/{hash}/proof", "get"): {
+            "summary": "Proof bundle of the transaction that anchored a hash, with its anchor",
+            "parameters": [hash_parameter, org],
+            "responses": {
+                "200": _ok("The proof bundle", _json_content(ref("EvidenceProofBundle"))),
+            },
+            "errors": [400, 404],
+        },
+    }
+
+
 def _operations(api: ApiSection) -> Operations:
     """(path, method) -> operation with its success responses and `errors` statuses."""
     return {
         **_transaction_operations(api),
         **_block_operations(api),
         **_chain_operations(),
+        **_evidence_operations(),
     }
 
 

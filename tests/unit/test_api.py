@@ -27,7 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from node.api.app import ROUTES, create_app
 from node.api.read_auth import read_payload
 from node.crypto import DOMAIN_READ, SigningKey
+from node.genesis import parse_genesis
 from node.localnet import P2P_PORT_RANGE, free_port_base
+from node.proof import build_tx_proof, verify_proof_bundle
 from node.runner import Consensus
 from node.services import NodeServices, build_services
 from node.transaction import Transaction, encode_envelope
@@ -852,6 +854,150 @@ async def test_contract_queries(node: Node) -> None:
     ):
         status, answer = await node.get(path)
         assert_error(status, answer, 404, "not_found")
+
+
+# --- evidence ----------------------------------------------------------------------------
+
+DOCUMENT_HASH = hashlib.sha256(b"the signed contract").digest()
+BATCH_ROOT = hashlib.sha256(b"a batch of invoices").digest()
+
+
+async def commit_evidence(
+    node: Node, org: str, method: str, args: dict[str, Any]
+) -> tuple[Transaction, dict[str, Any]]:
+    """Commit an evidence call by `org`'s member key; fails the test unless it succeeded."""
+    tx = node.testnet.sign(node.testnet.members[org], "evidence", method, args)
+    answer = await node.commit(tx)
+    assert answer["receipt"]["ok"] is True, answer
+    return tx, answer
+
+
+async def test_evidence_queries(node: Node) -> None:
+    args = {"hash": DOCUMENT_HASH, "kind": "contract", "subject": "SKU-7", "meta": {"v": b"\x01"}}
+    first, committed = await commit_evidence(node, "enterprise-a", "anchor", args)
+    assert committed["receipt"]["result"] == {
+        "hash": DOCUMENT_HASH.hex(),
+        "kind": "contract",
+        "org": "enterprise-a",
+        "subject": "SKU-7",
+    }
+    assert committed["receipt"]["events"][0]["name"] == "anchored"
+    second, _ = await commit_evidence(node, "notary", "anchor", {**args, "meta": {}})
+    duplicate = node.testnet.sign(node.testnet.admins["enterprise-a"], "evidence", "anchor", args)
+    refused = await node.commit(duplicate)
+    assert refused["receipt"]["ok"] is False
+    assert refused["receipt"]["error"] == "evidence.duplicate"
+
+    status, answer = await node.get(f"/v1/contracts/evidence/anchors/{DOCUMENT_HASH.hex()}")
+    assert status == 200, answer
+    assert answer["hash"] == DOCUMENT_HASH.hex()
+    assert [entry["org"] for entry in answer["anchors"]] == ["enterprise-a", "notary"]
+    entry = answer["anchors"][0]
+    assert entry == {
+        "hash": DOCUMENT_HASH.hex(),
+        "org": "enterprise-a",
+        "signer": node.testnet.members["enterprise-a"].public_key.hex(),
+        "height": committed["height"],
+        "timestamp": entry["timestamp"],
+        "tx_id": first.tx_id.hex(),
+        "kind": "contract",
+        "subject": "SKU-7",
+        "meta": {"v": "01"},
+        "method": "anchor",
+    }
+    block = node.services.store.get_block(committed["height"])
+    assert block is not None
+    assert entry["timestamp"] == block.header.timestamp
+
+    status, timeline = await node.get("/v1/contracts/evidence/subjects/SKU-7")
+    assert status == 200, timeline
+    assert (timeline["subject"], timeline["total"], timeline["next"]) == ("SKU-7", 2, None)
+    assert [e["tx_id"] for e in timeline["anchors"]] == [first.tx_id.hex(), second.tx_id.hex()]
+    status, rest = await node.get("/v1/contracts/evidence/subjects/SKU-7/from/1")
+    assert status == 200, rest
+    assert [e["tx_id"] for e in rest["anchors"]] == [second.tx_id.hex()]
+
+    for path in (f"anchors/{BATCH_ROOT.hex()}", "subjects/SKU-8", "nothing"):
+        status, answer = await node.get(f"/v1/contracts/evidence/{path}")
+        assert_error(status, answer, 404, "not_found")
+    for path in ("anchors/abc", f"anchors/{'zz' * 32}", "subjects/SKU-7/from/x"):
+        status, answer = await node.get(f"/v1/contracts/evidence/{path}")
+        error = assert_error(status, answer, 400, "request.malformed")
+        assert error["details"]["code"] == "query.invalid_args"
+
+
+async def test_evidence_proof_bundles_verify_offline(node: Node) -> None:
+    genesis = parse_genesis(node.testnet.genesis_raw)
+    args = {"hash": DOCUMENT_HASH, "kind": "photo", "subject": "case-1"}
+    first, committed = await commit_evidence(node, "enterprise-b", "anchor", args)
+    second, later = await commit_evidence(node, "taxoffice", "anchor", args)
+    base = f"/v1/contracts/evidence/anchors/{DOCUMENT_HASH.hex()}/proof"
+
+    status, bundle = await node.get(base)
+    assert status == 200, bundle
+    report = verify_proof_bundle(bundle, genesis)
+    assert report.ok, report.to_json()
+    assert bundle["tx"]["tx_id"] == first.tx_id.hex()
+    assert bundle["commit"]["height"] == committed["height"]
+    assert bundle["evidence"] == {
+        "contract": "evidence",
+        "method": "anchor",
+        "org": "enterprise-b",
+        "signer": node.testnet.members["enterprise-b"].public_key.hex(),
+        "height": committed["height"],
+        "timestamp": bundle["block"]["header"]["timestamp"],
+        "kind": "photo",
+        "meta": None,
+        "tx_id": first.tx_id.hex(),
+        "hash": DOCUMENT_HASH.hex(),
+        "subject": "case-1",
+    }
+    # The section is added on top of the transaction's own bundle, which is unchanged.
+    plain = build_tx_proof(node.services.store, node.services.genesis, first.tx_id)
+    assert {k: v for k, v in bundle.items() if k != "evidence"} == json.loads(json.dumps(plain))
+
+    status, by_org = await node.get(base, params={"org": "taxoffice"})
+    assert status == 200, by_org
+    assert verify_proof_bundle(by_org, genesis).ok
+    assert by_org["tx"]["tx_id"] == by_org["evidence"]["tx_id"] == second.tx_id.hex()
+    assert by_org["evidence"]["height"] == later["height"]
+
+    batch = {"root": BATCH_ROOT, "count": 1_000_000, "kind": "invoices", "meta": {"n": 1}}
+    batch_tx, _ = await commit_evidence(node, "enterprise-a", "anchor_batch", batch)
+    status, batch_bundle = await node.get(
+        f"/v1/contracts/evidence/anchors/{BATCH_ROOT.hex().upper()}/proof"
+    )
+    assert status == 200, batch_bundle
+    assert verify_proof_bundle(batch_bundle, genesis).ok
+    section = batch_bundle["evidence"]
+    assert (section["method"], section["root"], section["count"]) == (
+        "anchor_batch",
+        BATCH_ROOT.hex(),
+        1_000_000,
+    )
+    assert "hash" not in section
+    assert "subject" not in section
+    assert section["tx_id"] == batch_tx.tx_id.hex()
+
+
+async def test_evidence_proof_errors(node: Node) -> None:
+    await commit_evidence(node, "notary", "anchor", {"hash": DOCUMENT_HASH, "kind": "deed"})
+    base = f"/v1/contracts/evidence/anchors/{DOCUMENT_HASH.hex()}/proof"
+    for path, params in (
+        (f"/v1/contracts/evidence/anchors/{BATCH_ROOT.hex()}/proof", {}),
+        (base, {"org": "taxoffice"}),
+        (base, {"org": "no-such-org"}),
+    ):
+        status, answer = await node.get(path, params=params)
+        assert_error(status, answer, 404, "not_found")
+    for path, params in (
+        ("/v1/contracts/evidence/anchors/abc/proof", {}),
+        (f"/v1/contracts/evidence/anchors/{'zz' * 32}/proof", {}),
+        (base, {"org": "a b"}),
+        (base, {"org": ""}),
+    ):
+        status, answer = await node.get(path, params=params)
+        assert_error(status, answer, 400, "request.malformed")
 
 
 # --- openapi and internal errors -------------------------------------------------------
