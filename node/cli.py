@@ -26,6 +26,7 @@ from node.client import DEFAULT_URL, BlockRef, Client, ClientError, coerce_args
 from node.config import ConfigError
 from node.crypto import KeyFileError, SigningKey, load_key_file, write_key_file
 from node.encoding import EncodingError
+from node.evidence_cli import add_evidence_commands
 from node.genesis import GenesisError
 from node.testnet import (
     NETWORK_FILE_NAME,
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_network_commands(commands)
     _add_api_commands(commands)
+    add_evidence_commands(commands)
     return parser
 
 
