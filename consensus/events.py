@@ -89,6 +89,20 @@ class RequestsPending:
     pending: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PeerHeight:
+    """`peer` says its committed height is `height`.
+
+    Unproven (the link is authenticated, the claim is not): the replica acts on such claims
+    only when f+1 peers make them, so at least one honest replica is that far ahead. They
+    matter when the network is quiet: nothing else would tell a replica that came back from
+    a partition that it is behind.
+    """
+
+    peer: int
+    height: int
+
+
 Event = (
     MessageReceived
     | TimerFired
@@ -97,6 +111,8 @@ Event = (
     | ProposalFetched
     | BlocksFetched
     | RequestsPending
+    | PeerConnected
+    | PeerHeight
 )
 
 

@@ -41,6 +41,7 @@ from consensus.events import (
     FetchProposal,
     MessageReceived,
     PeerConnected,
+    PeerHeight,
     PersistVote,
     ProposalFetched,
     RequestBatch,
@@ -143,6 +144,8 @@ class Replica:
         self.stable_checkpoint = 0
         self.future: list[tuple[int, ConsensusMessage]] = []
         self.far_ahead: dict[int, int] = {}
+        self.peer_heights: dict[int, int] = {}  # the committed height each peer last claimed
+        self.last_height_fetch: tuple[int, int] | None = None  # (from, to) of the last fetch
         self.ahead: list[PrePrepare | Prepare | Commit] = []
         self.commits_elsewhere: dict[tuple[int, bytes], set[int]] = {}
         self.pending_requests = False
@@ -195,6 +198,7 @@ class Replica:
             BlocksFetched: self._on_blocks_fetched,
             RequestsPending: self._on_requests_pending,
             PeerConnected: self._on_peer_connected,
+            PeerHeight: self._on_peer_height,
         }
 
     def _take(self) -> list[Action]:
@@ -773,6 +777,29 @@ class Replica:
         per-peer send queue bounds the rest)."""
         if self.active and self.last_new_view is not None:
             self._emit(Send(peer, self.last_new_view))
+
+    def _on_peer_height(self, event: PeerHeight) -> None:
+        """f+1 peers that say they committed beyond us include an honest one: fetch up to
+        the highest height f+1 of them claim. While our own slots are busy the normal case
+        is catching up already, unless the peers are beyond the window."""
+        if event.peer == self.config.index:
+            return
+        self.peer_heights[event.peer] = event.height
+        if self.syncing:
+            return
+        ahead = sorted(h for h in self.peer_heights.values() if h > self.committed_height)
+        if len(ahead) <= self.config.faults_max:
+            return
+        target = ahead[-1 - self.config.faults_max]
+        busy = any(slot.pre_prepare is not None for slot in self.slots.values())
+        if busy and target <= self.committed_height + self.config.window_blocks:
+            return
+        attempt = (self.committed_height, target)
+        if attempt == self.last_height_fetch:
+            return  # tried from here already: wait for a claim of more, or our own progress
+        self.last_height_fetch = attempt
+        peers = tuple(sorted(p for p, h in self.peer_heights.items() if h >= target))
+        self._fetch_blocks(target, peers)
 
     def _on_peer_connected(self, event: PeerConnected) -> None:
         """A NEW-VIEW sent while the link was down never arrived: send it again now."""

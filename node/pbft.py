@@ -33,6 +33,7 @@ from consensus.events import (
     FetchProposal,
     MessageReceived,
     PeerConnected,
+    PeerHeight,
     PersistVote,
     ProposalFetched,
     RequestBatch,
@@ -71,6 +72,10 @@ RELAY_AGAIN_AFTER_S: Final = 5.0
 RELAY_AGAIN_TXS_MAX: Final = 1024
 # At start, how long to wait for peers before asking them whether we are behind.
 START_CATCH_UP_WAIT_S: Final = 3.0
+# Each node tells its peers its committed height this often and on every (re)connection,
+# so a replica back from a partition learns it is behind even when the network is quiet.
+HEIGHT_ANNOUNCE_INTERVAL_S: Final = 2.0
+HEIGHT_MESSAGE_FIELDS: Final = frozenset({"type", "height"})
 
 
 class Ed25519Authenticator:
@@ -143,6 +148,7 @@ class ConsensusDriver:
         self.action_filter: Callable[[list[Action]], list[Action]] | None = None
         for kind in MESSAGE_TYPES:
             transport.subscribe(kind, self._on_peer_message)
+        transport.subscribe("height", self._on_peer_height)
         transport.on_request("get_proposal", self._serve_proposal)
         transport.on_connection_change(self._on_connection_change)
         sync.on_applied = self._on_blocks_applied
@@ -154,6 +160,7 @@ class ConsensusDriver:
         """Process events for ever, one at a time; actions are carried out in order."""
         self._spawn(self._watch_pending_requests())
         self._spawn(self._relay_again_while_pending())
+        self._spawn(self._announce_height())
         await self._carry_out(self.replica.start())
         await self._catch_up_at_start()
         while True:
@@ -508,10 +515,32 @@ class ConsensusDriver:
             return
         self.post(MessageReceived(peer, message))
 
+    def _on_peer_height(self, peer: int, raw: dict[str, Any]) -> None:
+        height = raw.get("height")
+        if (
+            raw.keys() != HEIGHT_MESSAGE_FIELDS
+            or not isinstance(height, int)
+            or isinstance(height, bool)
+            or height < 0
+        ):
+            self.services.metrics.peer_suspicions.labels(peer=str(peer), code="malformed").inc()
+            return
+        self.post(PeerHeight(peer, height))
+
+    def _height_message(self) -> dict[str, Any]:
+        return {"type": "height", "height": self.services.store.height}
+
+    async def _announce_height(self) -> None:
+        while True:
+            await asyncio.sleep(HEIGHT_ANNOUNCE_INTERVAL_S)
+            self.transport.broadcast(self._height_message())
+
     def _on_connection_change(self, peer: int, connected: bool) -> None:
         peers = self.services.consensus.connected_peers
         if connected:
             peers.add(peer)
+            self.transport.send(peer, self._height_message())
+            self._relay_pending_to_latecomer()
             self.post(PeerConnected(peer))
         else:
             peers.discard(peer)
@@ -530,6 +559,15 @@ class ConsensusDriver:
             stale = self.services.mempool.oldest_pending(RELAY_AGAIN_AFTER_S, RELAY_AGAIN_TXS_MAX)
             if stale and self.relay is not None:
                 self.relay.relay([tx.envelope for tx in stale])
+
+    def _relay_pending_to_latecomer(self) -> None:
+        """What was relayed while a link was down never arrived: a peer that (re)connects
+        gets the pending transactions now rather than at the next re-relay round, before a
+        progress timer here can blame a primary that never saw them. (Relay broadcasts; the
+        peers that hold them already refuse them by tx_id, before any signature check.)"""
+        pending = self.services.mempool.oldest_pending(0.0, RELAY_AGAIN_TXS_MAX)
+        if pending and self.relay is not None:
+            self.relay.relay([tx.envelope for tx in pending])
 
     async def _watch_pending_requests(self) -> None:
         """Tell the replica when the mempool turns non-empty and when it drains."""

@@ -65,6 +65,7 @@ class Adversary:
         self.history: deque[ConsensusMessage] = deque(maxlen=HISTORY_MAX)
         self.alternatives: dict[tuple[int, int], bytes] = {}
         self.sent_misbehaviours = 0
+        self.announcements = 0
 
     @property
     def relays(self) -> bool:
@@ -94,6 +95,20 @@ class Adversary:
                 )
         self.history.append(message)
         return out
+
+    def announced_height(self, height: int) -> int | None:
+        """The committed height this replica claims: none when silent, far ahead or behind
+        when it lies about views, the truth otherwise."""
+        # Alternate lies with the truth by a counter, not `rng`: drawing from it here would
+        # shift every other random choice of the existing seeds.
+        self.announcements += 1
+        if Behaviour.SILENT in self.behaviours:
+            return None
+        if Behaviour.HUGE_VIEW in self.behaviours and self.announcements % 2:
+            return height + HUGE_VIEW_OFFSETS[self.announcements % len(HUGE_VIEW_OFFSETS)]
+        if Behaviour.STALE_VIEW in self.behaviours and self.announcements % 2:
+            return height // 2
+        return height
 
     def on_tick(self, node: SimNode) -> None:
         """Spontaneous misbehaviour, once per relay tick."""

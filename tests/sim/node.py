@@ -35,6 +35,7 @@ from consensus.events import (
     FetchBlocks,
     FetchProposal,
     MessageReceived,
+    PeerHeight,
     PersistVote,
     ProposalFetched,
     RequestBatch,
@@ -78,6 +79,13 @@ class TxRelay:
     """Transactions a node passes on to its peers (mempool gossip)."""
 
     txs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeightAnnouncement:
+    """A node's committed height, told to its peers on every relay tick (unproven)."""
+
+    height: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +282,7 @@ class SimNode:
             self._on_proposal_due(payload)
         elif isinstance(payload, RelayDue):
             self._relay()
+            self._announce_height()
             self._schedule(RELAY_INTERVAL_MS, RelayDue())
         elif isinstance(payload, TransactionSubmitted):
             self._accept((payload.tx,))
@@ -285,6 +294,8 @@ class SimNode:
     def _on_packet(self, packet: Packet) -> None:
         if isinstance(packet.content, TxRelay):
             self._accept(packet.content.txs)
+        elif isinstance(packet.content, HeightAnnouncement):
+            self._handle(PeerHeight(packet.source, packet.content.height))
         else:
             message: ConsensusMessage = packet.content  # type: ignore[assignment]
             self._handle(MessageReceived(packet.source, message))
@@ -602,6 +613,17 @@ class SimNode:
         for tx in txs:
             if self.members.signed(tx) and tx not in durable.ledger.committed_txs:
                 durable.mempool[tx] = None
+
+    def _announce_height(self) -> None:
+        """As the real node does every few seconds; a Byzantine node may lie."""
+        height: int | None = self.durable.height
+        if self.adversary is not None:
+            height = self.adversary.announced_height(self.durable.height)
+        if height is None:
+            return
+        for peer in range(self.config.validator_count):
+            if peer != self.index:
+                self.environment.transmit(self.index, peer, HeightAnnouncement(height))
 
     def _relay(self, txs: tuple[bytes, ...] | None = None) -> None:
         """Pass `txs` on (a new submission), or, on the periodic tick, the next slice of
