@@ -23,9 +23,12 @@ from node.block import (
     compute_validators_hash,
     next_state_root,
 )
+from node.encoding import canonical_packb
 from node.merkle import EMPTY_TREE_HASH
 
 CHAIN_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Not a contract's namespace: the genesis state's record of the file's `params` object.
+GENESIS_PARAMS_KEY: Final = b"chain/params"
 DEFAULT_PARAMS: Final[dict[str, int]] = {
     "tx_window_ms": 600_000,
     "max_block_txs": 10_000,
@@ -65,6 +68,9 @@ class Genesis:
     orgs: tuple[OrganizationSpec, ...]
     validators: tuple[Validator, ...]
     params: ChainParams
+    # The `params` object exactly as the file writes it (canonical msgpack): part of the
+    # genesis state, so the genesis hash pins the chain's parameters too.
+    params_record: bytes
 
     @property
     def validator_keys(self) -> tuple[bytes, ...]:
@@ -75,7 +81,10 @@ class Genesis:
         return compute_validators_hash(self.validator_keys)
 
     def genesis_writes(self) -> dict[bytes, bytes | None]:
-        return membership.genesis_writes(self.orgs)
+        """The state at height 0: the membership records and the chain parameters."""
+        writes = membership.genesis_writes(self.orgs)
+        writes[GENESIS_PARAMS_KEY] = self.params_record
+        return writes
 
     def genesis_block(self) -> CommittedBlock:
         """Height 0: no transactions, zero `prev_hash`, the genesis state's root.
@@ -201,8 +210,9 @@ def parse_genesis(raw: bytes) -> Genesis:
     all_keys = [key for org in orgs for key in (*org.admins, *org.members)]
     _require(len(set(all_keys)) == len(all_keys), "a key may belong to one organisation, once")
     validators = _parse_validators(doc["validators"], set(org_ids))
+    params = _parse_params(doc["params"])
     return Genesis(
-        raw, doc["chain_id"], genesis_time, orgs, validators, _parse_params(doc["params"])
+        raw, doc["chain_id"], genesis_time, orgs, validators, params, canonical_packb(doc["params"])
     )
 
 

@@ -305,14 +305,16 @@ def _membership_record(value: Any) -> bytes:
     return msgpack.packb(_canonical(value, 0), use_bin_type=True)
 
 
-def _genesis_writes(orgs: list[dict[str, Any]]) -> dict[bytes, bytes]:
-    """The genesis state: the `membership` contract's records for the declared orgs.
+def _genesis_writes(orgs: list[dict[str, Any]], params: Any) -> dict[bytes, bytes]:
+    """The genesis state: the `membership` contract's records for the declared orgs, and
+    the file's `params` object under `chain/params`.
 
     Keys are `membership/` + `orgs`, `org/<id>`, `org_key/<id>/<n as 8 bytes>` and
     `key/<public key>`; values are canonical msgpack records (a raw key for `org_key`).
     """
     prefix = b"membership/"
     writes = {prefix + b"orgs": _membership_record([org["id"] for org in orgs])}
+    writes[b"chain/params"] = _membership_record(params)
     for org in orgs:
         org_id = org["id"]
         keys = [*org["admins"], *org["members"]]
@@ -401,7 +403,12 @@ def read_genesis(raw: bytes) -> TrustRoot:
     )
     orgs = [_genesis_org(org, position) for position, org in enumerate(doc["orgs"])]
     keys = tuple(_genesis_validator_key(v, i) for i, v in enumerate(doc["validators"]))
-    writes = _genesis_writes(orgs)
+    params = doc["params"]
+    _genesis_require(
+        isinstance(params, dict) and all(_is_uint64(v) for v in params.values()),
+        "params must be an object of non-negative integers",
+    )
+    writes = _genesis_writes(orgs, params)
     write_set = msgpack.packb([[key, writes[key]] for key in sorted(writes)], use_bin_type=True)
     header = {
         "chain_id": doc["chain_id"],

@@ -86,7 +86,8 @@ def test_genesis_block(consortium: Consortium) -> None:
 
 def test_genesis_writes_register_every_admin_and_member(consortium: Consortium) -> None:
     state = consortium.genesis.genesis_writes()
-    assert all(isinstance(key, bytes) and key.startswith(b"membership/") for key in state)
+    assert all(isinstance(key, bytes) for key in state)
+    assert {key for key in state if not key.startswith(b"membership/")} == {b"chain/params"}
     for org, key in consortium.admins.items():
         signer = lookup_signer(state, key.public_key)
         assert signer is not None
@@ -110,8 +111,17 @@ def test_genesis_hash_stable_for_the_same_bytes(consortium: Consortium) -> None:
 def test_genesis_hash_differs_per_chain(make_consortium: Callable[..., Consortium]) -> None:
     base = make_consortium().genesis.genesis_hash
     assert make_consortium(chain_id="chancery-other").genesis.genesis_hash != base
+
     assert make_consortium(genesis_time=1_700_000_000_001).genesis.genesis_hash != base
     assert make_consortium(validator_count=2).genesis.genesis_hash != base
+
+
+def test_genesis_hash_pins_the_params(consortium: Consortium) -> None:
+    document = json.loads(consortium.raw)
+    document["params"]["tx_window_ms"] += 1
+    other = parse_genesis(json.dumps(document).encode())
+    assert other.params.tx_window_ms == consortium.genesis.params.tx_window_ms + 1
+    assert other.genesis_hash != consortium.genesis.genesis_hash
 
 
 def test_load_genesis_from_a_file(tmp_path: Path, consortium: Consortium) -> None:
