@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any, Final, NoReturn
 
 from node import supervisor
+from node.audit_cli import add_audit_command
 from node.client import DEFAULT_URL, BlockRef, Client, ClientError, coerce_args
 from node.config import ConfigError
 from node.crypto import KeyFileError, SigningKey, load_key_file, write_key_file
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_commands(commands)
     _add_api_commands(commands)
     add_evidence_commands(commands)
+    add_audit_command(commands)
     return parser
 
 
