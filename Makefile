@@ -43,7 +43,7 @@ sim: install-test
 	$(BIN)/python -m tests.sim.run --seeds $(SEEDS)
 
 bench: install
-	$(BIN)/python -m node.bench
+	$(BIN)/chancery bench
 
 clean-net:
 	rm -rf $(NETWORK_DIR)

@@ -53,8 +53,9 @@ def encode_record(record: Any) -> bytes:
 
 
 def _sorted(value: Any) -> Any:
+    # Code point order is UTF-8 byte order for str keys (see node/encoding.py).
     if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value, key=lambda k: k.encode())}
+        return {key: _sorted(value[key]) for key in sorted(value)}
     if isinstance(value, list | tuple):
         return [_sorted(item) for item in value]
     return value

@@ -1,185 +1,471 @@
-"""`python -m node.bench` (`make bench`): committed tx/s and commit latency, measured.
+"""`chancery bench` (`make bench`): measure a Chancery network the way a buyer would.
 
-Starts its own network of real node processes in a temporary directory (or targets a
-running node with --url and --key), pre-signs every transaction so client signing is not
-measured, submits them in batches over HTTP, and timestamps each commit from the node's
-event stream. Prints the figures; asserts nothing.
+Starts a fresh local network of `--validators N` real node processes, each with its own
+LevelDB directory (or targets a running one with `--network network.json`), pre-signs the
+whole workload in worker processes before timing starts, then drives load through the
+batch route spread over every node: open loop at `--rate R` tx/s, or closed loop at the
+maximum (`--concurrency` batch requests in flight per node). After `--warmup` seconds it
+measures for `--duration` seconds, from the outside: committed tx/s and blocks/s from a
+node's event stream, commit latency (submit to commit) p50/p90/p99/max, average block
+size, view changes, and each node's CPU and peak resident memory from its `/metrics`.
+Prints a table; `--json FILE` writes the figures; `--sweep` runs N = 1, 4, 7 at the
+maximum and at fractions of it. Asserts nothing: these are figures, not tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
 import aiohttp
+import msgpack
 
-from node.client import AsyncClient
+from node.bench_probe import CommitLog, NodeSamples, follow_blocks, sample_nodes
+from node.bench_workload import PLANNED_WORKLOADS, WORKLOADS, WorkloadError, presign
 from node.crypto import SigningKey, load_key_file
 from node.localnet import LocalNetwork
-from node.transaction import sign_transaction
+from node.testnet import Testnet, load_network
 
-HEALTH_TIMEOUT_S = 30.0
-COMMIT_TIMEOUT_S = 300.0
+BATCH_DEFAULT: Final = 500
+CONCURRENCY_DEFAULT: Final = 2  # closed loop: batch requests in flight per node
+DURATION_S_DEFAULT: Final = 20.0
+WARMUP_S_DEFAULT: Final = 5.0
+# Pre-signed budget per second of run when --txs is not given (closed loop), by size.
+SOLO_BUDGET_TPS: Final = 12_000
+NETWORK_BUDGET_TPS: Final = 5_000
+OPEN_LOOP_INFLIGHT_MAX: Final = 256  # batch requests; beyond this the offered rate slips
+DRAIN_TIMEOUT_S: Final = 60.0
+REQUEST_TIMEOUT_S: Final = 120.0
+SWEEP_VALIDATORS: Final = (1, 4, 7)
+SWEEP_RATE_FRACTIONS: Final = (0.25, 0.5, 0.75)
+MB: Final = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class BenchPlan:
+    """One run: what load, how long, how hard."""
+
+    workload: str
+    rate: float | None  # tx/s offered; None: closed loop at the maximum
+    duration_s: float
+    warmup_s: float
+    batch: int
+    concurrency: int
+    txs: int | None  # pre-signed budget; None: sized from the run's length
+
+
+@dataclass
+class NodeFigures:
+    index: int
+    url: str
+    cpu_percent: float
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_peak_mb: float
+    view_changes: int
+    height: int
+
+
+@dataclass
 class BenchResult:
-    transactions: int
-    committed: int
-    seconds: float
+    """The figures of one run; `to_json` has the keys issue 5 names, and more."""
+
+    validators: int
+    workload: str
+    mode: str
+    offered_tps: float | None
+    duration_s: float
+    submitted: int
+    refused: int
+    committed_in_window: int
+    committed_tps: float
     latency_p50_ms: float
+    latency_p90_ms: float
     latency_p99_ms: float
-    blocks: int
+    latency_max_ms: float
+    not_committed: int
+    blocks_per_s: float
+    avg_block_txs: float
+    view_changes: int
+    ran_out_of_signed: bool
+    nodes: list[NodeFigures] = field(default_factory=list)
 
-    @property
-    def tx_per_s(self) -> float:
-        return self.committed / self.seconds if self.seconds else 0.0
-
-
-def _sign_all(key: SigningKey, chain_id: str, count: int) -> list[tuple[bytes, bytes]]:
-    now_ms = time.time_ns() // 1_000_000
-    signed = []
-    for nonce in range(count):
-        tx = sign_transaction(
-            key,
-            chain_id,
-            "membership",
-            "add_member",
-            {"name": f"bench-{nonce}", "public_key": os.urandom(32)},
-            nonce,
-            now_ms,
-        )
-        signed.append((tx.tx_id, tx.envelope))
-    return signed
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-async def _follow_commits(
-    url: str,
-    from_height: int,
-    wanted: set[bytes],
-    committed_at: dict[bytes, float],
-    heights: set[int],
+@dataclass
+class LoadState:
+    """What the load driver did: when each transaction went out, what was refused."""
+
+    submitted_at: dict[bytes, float] = field(default_factory=dict)
+    refused: set[bytes] = field(default_factory=set)
+    ran_out: bool = False
+    inflight: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Batches:
+    """The pre-signed transactions handed out a batch at a time, in order."""
+
+    def __init__(self, signed: list[tuple[bytes, bytes]], size: int) -> None:
+        self._signed = signed
+        self._size = size
+        self._next = 0
+
+    def take(self) -> list[tuple[bytes, bytes]] | None:
+        if self._next >= len(self._signed):
+            return None
+        batch = self._signed[self._next : self._next + self._size]
+        self._next += self._size
+        return batch
+
+
+async def _post_batch(
+    session: aiohttp.ClientSession, url: str, batch: list[tuple[bytes, bytes]], state: LoadState
 ) -> None:
-    """Timestamp each wanted transaction's commit as the node's event stream announces it."""
-    async with AsyncClient(url) as client:
-        async for event in client.events(from_height=from_height):
-            if event["event"] != "tx":
-                continue
-            tx_id = bytes.fromhex(event["data"]["tx_id"])
-            if tx_id in wanted:
-                committed_at[tx_id] = time.monotonic()
-                heights.add(event["data"]["height"])
-                if len(committed_at) == len(wanted):
-                    return
+    body = msgpack.packb([envelope for _, envelope in batch], use_bin_type=True)
+    sent_at = time.monotonic()
+    for tx_id, _ in batch:
+        state.submitted_at[tx_id] = sent_at
+    state.inflight += 1
+    try:
+        async with session.post(
+            f"{url}/v1/transactions/batch",
+            data=body,
+            headers={"Content-Type": "application/msgpack"},
+        ) as answer:
+            results = await answer.json()
+        if answer.status != 200 or not isinstance(results, list):
+            state.refused.update(tx_id for tx_id, _ in batch)
+            state.errors.append(f"{url}: HTTP {answer.status} {str(results)[:200]}")
+            return
+        for (tx_id, _), result in zip(batch, results, strict=False):
+            if "error" in result:
+                state.refused.add(tx_id)
+                if len(state.errors) < 5:
+                    state.errors.append(f"{url}: {str(result)[:200]}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        state.refused.update(tx_id for tx_id, _ in batch)
+        state.errors.append(f"{url}: {exc!r}")
+    finally:
+        state.inflight -= 1
 
 
-async def _submit(
+async def _closed_loop(
     session: aiohttp.ClientSession,
-    url: str,
-    batches: list[list[tuple[bytes, bytes]]],
+    urls: Sequence[str],
+    batches: Batches,
     concurrency: int,
-    submitted_at: dict[bytes, float],
+    end_at: float,
+    state: LoadState,
 ) -> None:
-    import msgpack
+    async def worker(url: str) -> None:
+        while time.monotonic() < end_at:
+            batch = batches.take()
+            if batch is None:
+                state.ran_out = True
+                return
+            await _post_batch(session, url, batch, state)
 
-    queue: asyncio.Queue[list[tuple[bytes, bytes]]] = asyncio.Queue()
-    for batch in batches:
-        queue.put_nowait(batch)
-
-    async def worker() -> None:
-        while not queue.empty():
-            batch = queue.get_nowait()
-            body = msgpack.packb([envelope for _, envelope in batch], use_bin_type=True)
-            started = time.monotonic()
-            for tx_id, _ in batch:
-                submitted_at[tx_id] = started
-            async with session.post(
-                f"{url}/v1/transactions/batch",
-                data=body,
-                headers={"Content-Type": "application/msgpack"},
-            ) as answer:
-                results = await answer.json()
-                if answer.status != 200 or any("error" in r for r in results):
-                    raise RuntimeError(f"submission refused: {answer.status} {str(results)[:300]}")
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(url) for url in urls for _ in range(concurrency)))
 
 
-async def run_benchmark(
-    url: str, key: SigningKey, count: int, batch_size: int, concurrency: int
+async def _open_loop(
+    session: aiohttp.ClientSession,
+    urls: Sequence[str],
+    batches: Batches,
+    rate: float,
+    batch_size: int,
+    end_at: float,
+    state: LoadState,
+) -> None:
+    interval_s = batch_size / rate
+    next_at = time.monotonic()
+    tasks: set[asyncio.Task[None]] = set()
+    targets = _round_robin(urls)
+    while next_at < end_at:
+        if state.inflight < OPEN_LOOP_INFLIGHT_MAX:
+            batch = batches.take()
+            if batch is None:
+                state.ran_out = True
+                break
+            task = asyncio.create_task(_post_batch(session, next(targets), batch, state))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        next_at += interval_s
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*tasks)
+
+
+def _round_robin(urls: Sequence[str]) -> Iterator[str]:
+    while True:
+        yield from urls
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def measure(
+    urls: Sequence[str], signed: list[tuple[bytes, bytes]], plan: BenchPlan
 ) -> BenchResult:
-    """Submit `count` pre-signed transactions to `url` and time their commits."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{url}/v1/status") as answer:
-            status = await answer.json()
-        print(f"signing {count} transactions...", file=sys.stderr)
-        signed = _sign_all(key, status["chain_id"], count)
-        wanted = {tx_id for tx_id, _ in signed}
-        committed_at: dict[bytes, float] = {}
-        submitted_at: dict[bytes, float] = {}
-        heights: set[int] = set()
-        follower = asyncio.create_task(
-            _follow_commits(url, status["height"] + 1, wanted, committed_at, heights)
+    """Drive `plan` against `urls` with the pre-signed `signed` and gather the figures."""
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with session.get(f"{urls[0]}/v1/status") as answer:
+            start_height = (await answer.json())["height"]
+        log = CommitLog()
+        follower = asyncio.create_task(follow_blocks(session, urls[0], start_height + 1, log))
+        samples = [NodeSamples(url) for url in urls]
+        stop_sampling = asyncio.Event()
+        state = LoadState()
+        batches = Batches(signed, plan.batch)
+        started_at = time.monotonic()
+        window_start = started_at + plan.warmup_s
+        window_end = window_start + plan.duration_s
+        if plan.rate is None:
+            load = _closed_loop(session, urls, batches, plan.concurrency, window_end, state)
+        else:
+            load = _open_loop(session, urls, batches, plan.rate, plan.batch, window_end, state)
+        loading = asyncio.create_task(load)
+        await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+        sampler = asyncio.create_task(sample_nodes(session, samples, stop_sampling))
+        await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+        stop_sampling.set()
+        await sampler
+        await loading
+        in_window = [
+            tx_id
+            for tx_id, at in state.submitted_at.items()
+            if window_start <= at < window_end and tx_id not in state.refused
+        ]
+        drain_until = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < drain_until and any(t not in log.committed_at for t in in_window):
+            await asyncio.sleep(0.2)
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    return _figures(plan, urls, state, log, samples, in_window, window_start, window_end)
+
+
+def _figures(
+    plan: BenchPlan,
+    urls: Sequence[str],
+    state: LoadState,
+    log: CommitLog,
+    samples: Sequence[NodeSamples],
+    in_window: Sequence[bytes],
+    window_start: float,
+    window_end: float,
+) -> BenchResult:
+    latencies = sorted(
+        (log.committed_at[t] - state.submitted_at[t]) * 1000
+        for t in in_window
+        if t in log.committed_at
+    )
+    committed = sum(1 for at in log.committed_at.values() if window_start <= at < window_end)
+    blocks = [txs for at, _, txs in log.blocks if window_start <= at < window_end]
+    nodes = [
+        NodeFigures(
+            index=index,
+            url=node.url,
+            cpu_percent=round(node.cpu_percent, 1),
+            rss_start_mb=round(node.first.get("process_resident_memory_bytes", 0) / MB, 1),
+            rss_end_mb=round(node.last.get("process_resident_memory_bytes", 0) / MB, 1),
+            rss_peak_mb=round(node.rss_peak_bytes / MB, 1),
+            view_changes=int(node.delta("chancery_view_changes_total")),
+            height=int(node.last.get("chancery_block_height", 0)),
         )
-        await asyncio.sleep(0.2)
-        batches = [signed[i : i + batch_size] for i in range(0, count, batch_size)]
-        started = time.monotonic()
-        await _submit(session, url, batches, concurrency, submitted_at)
-        try:
-            await asyncio.wait_for(follower, COMMIT_TIMEOUT_S)
-        except TimeoutError:
-            print("timed out waiting for commits", file=sys.stderr)
-        finished = max(committed_at.values(), default=time.monotonic())
-    latencies = sorted((committed_at[t] - submitted_at[t]) * 1000 for t in committed_at)
-    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+        for index, node in enumerate(samples)
+    ]
     return BenchResult(
-        count, len(committed_at), finished - started, quantiles[49], quantiles[98], len(heights)
+        validators=len(urls),
+        workload=plan.workload,
+        mode="closed loop" if plan.rate is None else "open loop",
+        offered_tps=plan.rate,
+        duration_s=plan.duration_s,
+        submitted=len(state.submitted_at),
+        refused=len(state.refused),
+        committed_in_window=committed,
+        committed_tps=round(committed / plan.duration_s, 1),
+        latency_p50_ms=round(_percentile(latencies, 0.50), 1),
+        latency_p90_ms=round(_percentile(latencies, 0.90), 1),
+        latency_p99_ms=round(_percentile(latencies, 0.99), 1),
+        latency_max_ms=round(latencies[-1], 1) if latencies else 0.0,
+        not_committed=len(in_window) - len(latencies),
+        blocks_per_s=round(len(blocks) / plan.duration_s, 1),
+        avg_block_txs=round(statistics.fmean(blocks), 1) if blocks else 0.0,
+        view_changes=max((node.view_changes for node in nodes), default=0),
+        ran_out_of_signed=state.ran_out,
+        nodes=nodes,
     )
 
 
-def _start_local_network(directory: Path, validators: int) -> tuple[str, SigningKey, LocalNetwork]:
-    network = LocalNetwork.generate(directory, validators=validators)
-    network.start_all()
-    return network.url(0), load_key_file(network.testnet.org("notary").admin_key), network
+def _budget(plan: BenchPlan, validators: int) -> int:
+    if plan.txs is not None:
+        return plan.txs
+    seconds = plan.warmup_s + plan.duration_s
+    if plan.rate is not None:
+        return int(plan.rate * seconds * 1.1) + plan.batch
+    per_s = SOLO_BUDGET_TPS if validators == 1 else NETWORK_BUDGET_TPS
+    return int(per_s * seconds)
+
+
+def _signers(testnet: Testnet) -> list[SigningKey]:
+    """Every organisation's member key: the load comes from all of them."""
+    return [load_key_file(org.member_key) for org in testnet.orgs]
+
+
+def run_on(testnet: Testnet, plan: BenchPlan) -> BenchResult:
+    """Pre-sign for `plan`, then measure the running network `testnet` describes."""
+    count = _budget(plan, len(testnet.nodes))
+    print(f"pre-signing {count:,} {plan.workload} transactions...", file=sys.stderr)
+    signed = presign(
+        plan.workload,
+        testnet.chain_id,
+        _signers(testnet),
+        count,
+        time.time_ns() // 1_000_000 + int(plan.warmup_s * 1000),
+        os.urandom(16),
+        os.cpu_count() or 1,
+    )
+    urls = [node.api_url for node in testnet.nodes]
+    print(f"measuring {plan.warmup_s:.0f} s warm-up + {plan.duration_s:.0f} s...", file=sys.stderr)
+    return asyncio.run(measure(urls, signed, plan))
+
+
+def run_fresh(validators: int, plan: BenchPlan) -> BenchResult:
+    """Start a fresh local network of `validators`, measure it, stop it."""
+    with tempfile.TemporaryDirectory(prefix="chancery-bench-") as scratch:
+        print(f"starting {validators} validator(s)...", file=sys.stderr)
+        network = LocalNetwork.generate(Path(scratch) / "net", validators=validators)
+        network.start_all()
+        try:
+            return run_on(network.testnet, plan)
+        finally:
+            network.stop_all()
+
+
+def print_result(result: BenchResult) -> None:
+    offered = f"{result.offered_tps:,.0f} tx/s offered" if result.offered_tps else "max"
+    print(f"validators {result.validators}, workload {result.workload}, {result.mode} ({offered})")
+    print(
+        f"  committed        {result.committed_tps:>10,.0f} tx/s   ({result.blocks_per_s} blocks/s,"
+        f" {result.avg_block_txs} tx/block)"
+    )
+    print(
+        f"  commit latency   p50 {result.latency_p50_ms:,.0f} ms  p90 {result.latency_p90_ms:,.0f}"
+        f" ms  p99 {result.latency_p99_ms:,.0f} ms  max {result.latency_max_ms:,.0f} ms"
+    )
+    print(
+        f"  submitted {result.submitted:,}, refused {result.refused:,}, not committed after"
+        f" the drain {result.not_committed:,}, view changes {result.view_changes}"
+    )
+    if result.ran_out_of_signed:
+        print("  (ran out of pre-signed transactions: raise --txs for a full window)")
+    print("  node  cpu %   rss start/end/peak MB   height")
+    for node in result.nodes:
+        print(
+            f"  {node.index:>4}  {node.cpu_percent:>5.0f}   {node.rss_start_mb:>6.0f} /"
+            f" {node.rss_end_mb:>5.0f} / {node.rss_peak_mb:>5.0f}       {node.height}"
+        )
+
+
+def _sweep(plan: BenchPlan) -> list[BenchResult]:
+    results = []
+    for validators in SWEEP_VALIDATORS:
+        peak = run_fresh(validators, BenchPlan(**{**asdict(plan), "rate": None}))
+        print_result(peak)
+        results.append(peak)
+        for fraction in SWEEP_RATE_FRACTIONS:
+            rate = max(1.0, round(peak.committed_tps * fraction, -1))
+            result = run_fresh(validators, BenchPlan(**{**asdict(plan), "rate": rate}))
+            print_result(result)
+            results.append(result)
+    print("\nvalidators  mode         offered tx/s  committed tx/s  p50 ms  p99 ms")
+    for r in results:
+        offered = f"{r.offered_tps:,.0f}" if r.offered_tps else "max"
+        print(
+            f"{r.validators:>10}  {r.mode:<11}  {offered:>12}  {r.committed_tps:>14,.0f}"
+            f"  {r.latency_p50_ms:>6,.0f}  {r.latency_p99_ms:>6,.0f}"
+        )
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--validators", type=int, default=4, help="size of the fresh network")
+    parser.add_argument(
+        "--network",
+        type=Path,
+        metavar="network.json",
+        help="measure this running network instead of a fresh one",
+    )
+    parser.add_argument(
+        "--workload", default="evidence", choices=sorted([*WORKLOADS, *PLANNED_WORKLOADS])
+    )
+    parser.add_argument("--rate", type=float, help="open loop: offered tx/s (default: closed loop)")
+    parser.add_argument("--duration", type=float, default=DURATION_S_DEFAULT, help="measured s")
+    parser.add_argument("--warmup", type=float, default=WARMUP_S_DEFAULT, help="unmeasured s first")
+    parser.add_argument("--batch", type=int, default=BATCH_DEFAULT, help="envelopes per request")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY_DEFAULT,
+        help="closed loop: batch requests in flight per node",
+    )
+    parser.add_argument("--txs", type=int, help="transactions to pre-sign (default: sized)")
+    parser.add_argument("--sweep", action="store_true", help="N = 1, 4, 7 at several rates")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark `args` describe; prints the figures. Exit 0, or 2 if it cannot run."""
+    plan = BenchPlan(
+        args.workload, args.rate, args.duration, args.warmup, args.batch, args.concurrency, args.txs
+    )
+    try:
+        if args.sweep:
+            results = _sweep(plan)
+            document: Any = {"sweep": [r.to_json() for r in results]}
+        else:
+            if args.network is not None:
+                result = run_on(load_network(args.network.parent), plan)
+            else:
+                result = run_fresh(args.validators, plan)
+            print_result(result)
+            document = result.to_json()
+    except WorkloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+def add_bench_command(commands: Any) -> None:
+    """Add `chancery bench` to the CLI's subcommands."""
+    parser = commands.add_parser("bench", help="measure a network: tx/s, latency, CPU, memory")
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.bench", description=__doc__)
-    parser.add_argument("--txs", type=int, default=40_000, help="transactions to submit")
-    parser.add_argument("--batch", type=int, default=1000, help="envelopes per batch request")
-    parser.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
-    parser.add_argument("--validators", type=int, default=4, help="validators of the local network")
-    parser.add_argument("--url", help="benchmark a running node instead of a fresh local network")
-    parser.add_argument("--key", type=Path, help="with --url: an org admin key file")
-    args = parser.parse_args(argv)
-    network: LocalNetwork | None = None
-    with tempfile.TemporaryDirectory(prefix="chancery-bench-") as scratch:
-        if args.url:
-            if args.key is None:
-                parser.error("--url needs --key")
-            url, key = args.url, load_key_file(args.key)
-        else:
-            url, key, network = _start_local_network(Path(scratch) / "net", args.validators)
-        try:
-            result = asyncio.run(run_benchmark(url, key, args.txs, args.batch, args.concurrency))
-        finally:
-            if network is not None:
-                network.stop_all()
-    print(f"validators:          {args.validators if not args.url else '(remote)'}")
-    print(f"transactions:        {result.transactions} submitted, {result.committed} committed")
-    print(f"blocks:              {result.blocks}")
-    print(f"duration:            {result.seconds:.2f} s")
-    print(f"committed tx/s:      {result.tx_per_s:,.0f}")
-    print(f"commit latency p50:  {result.latency_p50_ms:.0f} ms")
-    print(f"commit latency p99:  {result.latency_p99_ms:.0f} ms")
-    return 0 if result.committed == result.transactions else 1
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

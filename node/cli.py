@@ -23,6 +23,7 @@ from typing import Any, Final, NoReturn
 
 from node import supervisor
 from node.audit_cli import add_audit_command
+from node.bench import add_bench_command
 from node.client import DEFAULT_URL, BlockRef, Client, ClientError, coerce_args
 from node.config import ConfigError
 from node.crypto import KeyFileError, SigningKey, load_key_file, write_key_file
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_commands(commands)
     add_evidence_commands(commands)
     add_audit_command(commands)
+    add_bench_command(commands)
     return parser
 
 

@@ -11,8 +11,10 @@ from typing import Any
 
 import msgpack
 
-# Python's str ordering is by code point, which for valid UTF-8 equals byte order, but
-# surrogates are refused on encode anyway; sorting by the encoded bytes states the rule.
+# Python orders str by code point, which for valid Unicode is exactly the order of the
+# UTF-8 bytes; a key that is not valid Unicode (a lone surrogate) is refused, so sorting the
+# str keys themselves states the rule without encoding every key (this is the hot path of
+# every receipt).
 _STRUCTURE_DEPTH_MAX = 32
 
 
@@ -20,27 +22,49 @@ class EncodingError(ValueError):
     """Bytes that are not canonical msgpack of the shapes the protocol allows."""
 
 
+def _check_key(key: Any) -> None:
+    if type(key) is not str:
+        raise EncodingError(f"map key {key!r} is not a string")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EncodingError(f"map key {key!r} is not valid Unicode") from None
+
+
 def _canonicalize(obj: Any, depth: int) -> Any:
-    if depth > _STRUCTURE_DEPTH_MAX:
-        raise EncodingError("structure nested too deeply")
-    if isinstance(obj, dict):
-        items = []
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise EncodingError(f"map key {key!r} is not a string")
-            items.append((key.encode("utf-8"), key, _canonicalize(value, depth + 1)))
-        items.sort(key=lambda item: item[0])
-        return {key: value for _, key, value in items}
-    if isinstance(obj, list | tuple):
-        return [_canonicalize(item, depth + 1) for item in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str | bytes):
+    kind = type(obj)
+    if kind is str or kind is bytes or kind is bool or obj is None:
         return obj
-    if isinstance(obj, int):
+    if kind is int:
         if not -(2**63) <= obj < 2**64:
             raise EncodingError(f"integer {obj} does not fit in 64 bits")
         return obj
-    if isinstance(obj, bytearray | memoryview):
+    if depth >= _STRUCTURE_DEPTH_MAX and obj:  # its items would sit one level too deep
+        raise EncodingError("structure nested too deeply")
+    if kind is dict:
+        for key in obj:
+            _check_key(key)
+        return {key: _canonicalize(obj[key], depth + 1) for key in sorted(obj)}
+    if kind is list or kind is tuple:
+        return [_canonicalize(item, depth + 1) for item in obj]
+    return _canonicalize_subclass(obj, depth)
+
+
+def _canonicalize_subclass(obj: Any, depth: int) -> Any:
+    """The rare values whose type is a subclass (or a buffer) rather than the type itself."""
+    if isinstance(obj, dict):
+        return _canonicalize(dict(obj), depth)
+    if isinstance(obj, list | tuple):
+        return _canonicalize(list(obj), depth)
+    if isinstance(obj, bool):
+        return bool(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, bytes | bytearray | memoryview):
         return bytes(obj)
+    if isinstance(obj, int):
+        return _canonicalize(int(obj), depth)
     raise EncodingError(f"type {type(obj).__name__} cannot be encoded (no floats anywhere)")
 
 

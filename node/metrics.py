@@ -11,6 +11,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -32,6 +33,9 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes...: what `chancery bench`
+        # and operators read to see a node's CPU and memory.
+        ProcessCollector(registry=r)
         self.block_height = Gauge(
             "chancery_block_height", "Height of the last committed block", registry=r
         )

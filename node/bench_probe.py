@@ -1,0 +1,119 @@
+"""What the benchmark observes from outside the nodes: commits, CPU, memory, view changes.
+
+Commits come from one node's event stream (`block` events list their tx ids; the `tx`
+events are skipped unparsed, which keeps the observer cheap at thousands of tx/s). CPU,
+resident memory, view changes and height come from each node's Prometheus `/metrics`,
+so the same probe works for a network on this machine and for one elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+
+SAMPLE_INTERVAL_S: Final = 1.0
+SCRAPED: Final = frozenset(
+    {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "chancery_view_changes_total",
+        "chancery_block_height",
+    }
+)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The unlabelled samples of SCRAPED in a Prometheus text exposition."""
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in SCRAPED:
+            values[name] = float(value)
+    return values
+
+
+@dataclass
+class NodeSamples:
+    """First, last and peak readings of one node's metrics over the measured window."""
+
+    url: str
+    first: dict[str, float] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)
+    first_at: float = 0.0
+    last_at: float = 0.0
+    rss_peak_bytes: float = 0.0
+
+    def record(self, values: dict[str, float], at: float) -> None:
+        if not self.first:
+            self.first, self.first_at = values, at
+        self.last, self.last_at = values, at
+        self.rss_peak_bytes = max(
+            self.rss_peak_bytes, values.get("process_resident_memory_bytes", 0.0)
+        )
+
+    def delta(self, name: str) -> float:
+        return self.last.get(name, 0.0) - self.first.get(name, 0.0)
+
+    @property
+    def cpu_percent(self) -> float:
+        elapsed = self.last_at - self.first_at
+        return 100 * self.delta("process_cpu_seconds_total") / elapsed if elapsed > 0 else 0.0
+
+
+async def sample_nodes(
+    session: aiohttp.ClientSession, samples: list[NodeSamples], stop: asyncio.Event
+) -> None:
+    """Scrape every node each SAMPLE_INTERVAL_S until `stop` (and once more after it)."""
+    while True:
+        for node in samples:
+            try:
+                async with session.get(f"{node.url}/metrics") as answer:
+                    node.record(parse_metrics(await answer.text()), time.monotonic())
+            except aiohttp.ClientError:
+                continue  # a node that does not answer now is read on the next round
+        if stop.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SAMPLE_INTERVAL_S)
+
+
+@dataclass
+class CommitLog:
+    """When each transaction was seen committed, and the blocks that committed them."""
+
+    committed_at: dict[bytes, float] = field(default_factory=dict)
+    blocks: list[tuple[float, int, int]] = field(default_factory=list)  # (at, height, txs)
+
+
+async def follow_blocks(
+    session: aiohttp.ClientSession, url: str, from_height: int, log: CommitLog
+) -> None:
+    """Record every block from `from_height` on, until cancelled."""
+    async with session.get(
+        f"{url}/v1/events",
+        params={"from_height": str(from_height)},
+        timeout=aiohttp.ClientTimeout(total=None),
+    ) as stream:
+        # A block event of thousands of transactions is one long line: split the stream
+        # ourselves (aiohttp's line reader refuses lines over 64 KiB).
+        event, pending = "", b""
+        async for chunk in stream.content.iter_any():
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if line.startswith(b"event: "):
+                    event = line[7:].decode()
+                elif line.startswith(b"data: ") and event == "block":
+                    _record_block(json.loads(line[6:]), log)
+
+
+def _record_block(block: dict[str, Any], log: CommitLog) -> None:
+    now = time.monotonic()
+    for tx_id in block["tx_ids"]:
+        log.committed_at[bytes.fromhex(tx_id)] = now
+    log.blocks.append((now, block["height"], len(block["tx_ids"])))
