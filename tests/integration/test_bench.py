@@ -1,0 +1,69 @@
+"""`chancery bench` end to end on a real one-validator network: it measures what it says.
+
+Only the shape and consistency of the figures are checked, never their size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.bench import BenchPlan, run_fresh
+from node.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.timeout(180)
+def test_an_open_loop_run_reports_every_figure() -> None:
+    plan = BenchPlan(
+        "evidence", rate=300.0, duration_s=3.0, warmup_s=1.0, batch=50, concurrency=1, txs=None
+    )
+    result = run_fresh(1, plan)
+    assert result.validators == 1 and result.mode == "open loop"
+    assert result.refused == 0 and result.not_committed == 0
+    assert result.committed_in_window > 0
+    assert 0 < result.latency_p50_ms <= result.latency_p90_ms <= result.latency_p99_ms
+    assert result.latency_p99_ms <= result.latency_max_ms
+    assert result.blocks_per_s > 0 and result.avg_block_txs > 0
+    [node] = result.nodes
+    assert node.cpu_percent > 0 and node.rss_peak_mb >= node.rss_start_mb > 0
+    assert node.height > 0
+
+
+@pytest.mark.timeout(180)
+def test_the_cli_writes_the_json_keys_issue_5_names(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--validators",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--batch",
+            "50",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    figures = json.loads(out.read_text())
+    for key in (
+        "validators",
+        "workload",
+        "committed_tps",
+        "latency_p50_ms",
+        "latency_p90_ms",
+        "latency_p99_ms",
+        "latency_max_ms",
+        "nodes",
+    ):
+        assert key in figures, key
+    assert figures["workload"] == "evidence" and len(figures["nodes"]) == 1
