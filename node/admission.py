@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from contracts.membership import is_known_key, lookup_signer
+from contracts.membership import is_known_key
 from contracts.runtime import ContractError, ContractRegistry, check_args
 from node.crypto import DOMAIN_TX, SignatureCheck, SignatureVerifier
 from node.errors import ChanceryError
+from node.execution import SignerCache
 from node.mempool import Mempool
 from node.storage import ChainStore
 from node.transaction import Transaction, build_transaction, decode_envelope
@@ -56,6 +57,10 @@ class Admission:
         self.registry = registry
         self.verifier = verifier
         self.envelope_bytes_max = envelope_bytes_max
+        # Signers looked up at the committed height they are valid for: a batch of
+        # thousands usually repeats a few keys, and a commit may add or revoke one.
+        self._signers = SignerCache(store)
+        self._signers_height = store.height
         # Told of every transaction a client submitted and this node admitted (the relay
         # sends them to every other validator). Peers' relayed batches are not announced.
         self.on_admitted: Callable[[list[Transaction]], None] | None = None
@@ -91,7 +96,10 @@ class Admission:
             ChanceryError: `tx.unknown_signer`, `tx.unknown_method`, `tx.forbidden`,
                 `tx.invalid_args`.
         """
-        signer = lookup_signer(self.store, tx.signer)
+        if self._signers_height != self.store.height:
+            self._signers = SignerCache(self.store)
+            self._signers_height = self.store.height
+        signer = self._signers.lookup(tx.signer)
         if signer is None:
             revoked = is_known_key(self.store, tx.signer)
             raise ChanceryError(

@@ -11,11 +11,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from contracts.membership import NAME as MEMBERSHIP
 from contracts.membership import lookup_signer
 from contracts.runtime import (
+    KEY_SEPARATOR,
     CallContext,
     ContractError,
     ContractRegistry,
+    Signer,
     StateReader,
     StateView,
     check_args,
@@ -30,6 +33,8 @@ from node.block import (
 from node.transaction import Transaction
 
 log = logging.getLogger(__name__)
+
+MEMBERSHIP_STATE_PREFIX = MEMBERSHIP.encode() + KEY_SEPARATOR
 
 
 class OverlayState:
@@ -71,15 +76,45 @@ def _failed(tx_id: bytes, error: ContractError) -> Receipt:
     return Receipt(tx_id, False, error.code, error.details or None, ())
 
 
+class SignerCache:
+    """Signers looked up within one block: most blocks repeat a few member keys.
+
+    Forgotten whenever a transaction writes membership state, so a key added or revoked
+    earlier in the block is seen exactly as an uncached lookup would see it.
+    """
+
+    def __init__(self, state: StateReader) -> None:
+        self._state = state
+        self._signers: dict[bytes, Signer | None] = {}
+
+    def lookup(self, public_key: bytes) -> Signer | None:
+        if public_key not in self._signers:
+            self._signers[public_key] = lookup_signer(self._state, public_key)
+        return self._signers[public_key]
+
+    def after_writes(self, writes: Mapping[bytes, bytes | None]) -> None:
+        if self._signers and any(key.startswith(MEMBERSHIP_STATE_PREFIX) for key in writes):
+            self._signers.clear()
+
+
 def execute_transaction(
-    registry: ContractRegistry, state: StateReader, context: BlockContext, tx: Transaction
+    registry: ContractRegistry,
+    state: StateReader,
+    context: BlockContext,
+    tx: Transaction,
+    signers: SignerCache | None = None,
 ) -> tuple[Receipt, dict[bytes, bytes | None]]:
-    """Run one transaction on `state`; returns its receipt and writes (empty if it failed)."""
+    """Run one transaction on `state`; returns its receipt and writes (empty if it failed).
+
+    `signers` must be built on this same `state` (execute_block keeps one per block).
+    """
     body = tx.body
     try:
         if abs(context.timestamp_ms - body.timestamp) > context.tx_window_ms:
             raise ContractError("tx.expired", "transaction timestamp is outside the window")
-        signer = lookup_signer(state, tx.signer)
+        if signers is None:
+            signers = SignerCache(state)
+        signer = signers.lookup(tx.signer)
         if signer is None:
             raise ContractError("tx.unknown_signer", "signer is not an active member")
         method = registry.method(body.contract, body.method)
@@ -116,10 +151,12 @@ def execute_block(
     """
     block_writes: dict[bytes, bytes | None] = {}
     state = OverlayState(parent_state, block_writes)
+    signers = SignerCache(state)
     receipts: list[Receipt] = []
     for tx in transactions:
-        receipt, writes = execute_transaction(registry, state, context, tx)
+        receipt, writes = execute_transaction(registry, state, context, tx, signers)
         block_writes.update(writes)
+        signers.after_writes(writes)
         receipts.append(receipt)
     receipt_bytes = tuple(receipt.encode() for receipt in receipts)
     return BlockOutput(

@@ -148,6 +148,33 @@ def test_added_key_can_sign_later_in_the_same_block(harness: Harness) -> None:
     assert signer.org == "enterprise-a"
 
 
+def test_a_key_refused_early_in_a_block_signs_once_added_later_in_it(harness: Harness) -> None:
+    """Signers are cached within a block; a membership write must forget them."""
+    newcomer = SigningKey.generate()
+    harness.nonce += 1
+    too_early = harness.consortium.sign(
+        newcomer,
+        "membership",
+        "set_encryption_key",
+        {"encryption_key": b"\x03" * 32},
+        nonce=harness.nonce,
+        timestamp=BLOCK_TIME,
+    )
+    add = harness.tx("admin", "add_member", add_member_args(newcomer.public_key))
+    harness.nonce += 1
+    in_time = harness.consortium.sign(
+        newcomer,
+        "membership",
+        "set_encryption_key",
+        {"encryption_key": b"\x04" * 32},
+        nonce=harness.nonce,
+        timestamp=BLOCK_TIME,
+    )
+    output = harness.run([too_early, add, in_time])
+    assert_failed(output.receipts[0], too_early, "tx.unknown_signer")
+    assert output.receipts[1].ok and output.receipts[2].ok
+
+
 def test_adding_an_existing_key_fails_and_writes_nothing(harness: Harness) -> None:
     first = harness.tx("admin", "add_member", add_member_args())
     again = harness.tx("admin", "add_member", add_member_args(name="Alice again"))
