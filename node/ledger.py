@@ -46,7 +46,7 @@ class FetchedBlock:
     tx_ids: tuple[bytes, ...]
     envelopes: tuple[bytes, ...]
     receipts: tuple[bytes, ...]
-    write_set: bytes
+    write_set: bytes | None  # None: sent bare (too big for a response); only replayable
     certificate: CommitCertificate
 
 
@@ -379,6 +379,8 @@ class Ledger:
             raise _reject("proposal.tx_root", "tx_root differs from the transactions")
         if compute_receipts_root(block.receipts) != header.receipts_root:
             raise _reject("proposal.receipts_root", "receipts_root differs from the receipts")
+        if block.write_set is None:  # the caller replays bare blocks; this is a bug
+            raise _reject("proposal.state_root", "a bare block has no write set to prove")
         if state_root_after(parent.state_root, block.write_set) != header.state_root:
             raise _reject("proposal.state_root", "state_root differs from the write set")
         try:

@@ -75,6 +75,8 @@ START_CATCH_UP_WAIT_S: Final = 3.0
 # Each node tells its peers its committed height this often and on every (re)connection,
 # so a replica back from a partition learns it is behind even when the network is quiet.
 HEIGHT_ANNOUNCE_INTERVAL_S: Final = 2.0
+# After a state transfer that got nothing, wait this long before the next may start.
+SYNC_NO_PROGRESS_PAUSE_S: Final = 0.5
 HEIGHT_MESSAGE_FIELDS: Final = frozenset({"type", "height"})
 
 
@@ -412,9 +414,14 @@ class ConsensusDriver:
 
     async def _fetch_blocks(self, action: FetchBlocks) -> BlocksFetched:
         await self._commit_proven(action)
-        if self.services.store.height < action.target_height:
+        before = self.services.store.height
+        if before < action.target_height:
             peers = list(action.peers) or sorted(self.transport.connected_peers())
             await self._sync(action.target_height, peers)
+            if self.services.store.height == before:
+                # Nobody could serve: the replica will ask again at once; do not let that
+                # become a loop hammering the peers.
+                await asyncio.sleep(SYNC_NO_PROGRESS_PAUSE_S)
         return self._synced_to()
 
     async def _sync(self, target_height: int | None, peers: Sequence[int]) -> None:

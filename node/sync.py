@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -108,12 +108,15 @@ class _RawBlock:
     header_bytes: bytes
     envelopes: list[bytes]
     receipts: list[bytes]
-    write_set: bytes
+    write_set: bytes | None  # None: a bare block, which can only be re-executed
     certificate: CommitCertificate
 
 
-def export_size_bytes(block: CommittedBlock, write_set: bytes) -> int:
-    """An upper bound on the encoded size of a block's sync map (export plus write set)."""
+def export_size_bytes(block: CommittedBlock, write_set: bytes | None) -> int:
+    """An upper bound on the encoded size of a block's sync map: the export plus the write
+    set, or, for a bare block (`write_set` None), without receipts and write set."""
+    if write_set is None:
+        return _bare_size_bytes(block)
     items = itertools.chain(block.envelopes, block.receipts)
     return (
         BLOCK_EXPORT_OVERHEAD_BYTES
@@ -160,17 +163,18 @@ def parse_block(raw: Any, height: int) -> _RawBlock:
     """
     if not isinstance(raw, dict) or raw.keys() != SYNC_BLOCK_FIELDS:
         raise _malformed(f"block {height} must have exactly {sorted(SYNC_BLOCK_FIELDS)}")
-    if not isinstance(raw["header"], bytes) or not isinstance(raw["writes"], bytes):
-        raise _malformed(f"block {height} header and writes must be bin")
-    if not _is_bytes_list(raw["txs"]) or not _is_bytes_list(raw["receipts"]):
-        raise _malformed(f"block {height} txs and receipts must be lists of bin")
+    if not isinstance(raw["header"], bytes) or not _is_bytes_list(raw["txs"]):
+        raise _malformed(f"block {height} header must be bin and txs a list of bin")
+    bare = raw["writes"] is None and raw["receipts"] is None
+    if not bare and not (isinstance(raw["writes"], bytes) and _is_bytes_list(raw["receipts"])):
+        raise _malformed(f"block {height}: writes bin and receipts [bin], or both nil")
     try:
         certificate = CommitCertificate.from_wire(raw["commit"])
     except BlockFormatError as exc:
         raise _malformed(f"block {height}: {exc}") from None
     if certificate.height != height:
         raise SyncRefused("sync.wrong_height", f"expected block {height}, got {certificate.height}")
-    return _RawBlock(raw["header"], raw["txs"], raw["receipts"], raw["writes"], certificate)
+    return _RawBlock(raw["header"], raw["txs"], raw["receipts"] or [], raw["writes"], certificate)
 
 
 def parse_blocks_response(
@@ -187,6 +191,12 @@ def parse_blocks_response(
     if not isinstance(blocks, list) or len(blocks) > limit:
         raise _malformed(f"blocks must be a list of at most {limit}")
     return [parse_block(raw, first_height + offset) for offset, raw in enumerate(blocks)]
+
+
+def _with_write_sets(heights: Iterable[int], raw_blocks: Sequence[_RawBlock]) -> frozenset[int]:
+    """Those of `heights` whose block came with its write set (not bare)."""
+    first = raw_blocks[0].certificate.height
+    return frozenset(h for h in heights if raw_blocks[h - first].write_set is not None)
 
 
 def _digests_of(response: dict[str, Any]) -> list[bytes]:
@@ -216,13 +226,32 @@ def read_sync_exports(
     for block in store.iter_blocks(start, limit):
         write_set = store.get_write_set(block.height)
         require(write_set is not None, f"block {block.height} has no write set")
-        assert write_set is not None  # for the type checker; require() crashes first
         size_bytes = export_size_bytes(block, write_set)
         if exports and total_bytes + size_bytes > bytes_max:
             break
-        exports.append({**block.to_export(), "writes": write_set})
+        if size_bytes <= bytes_max:
+            exports.append({**block.to_export(), "writes": write_set})
+        else:  # alone it is still too big: the peer gets what it can re-execute
+            exports.append(_bare_export(block))
+            size_bytes = _bare_size_bytes(block)
         total_bytes += size_bytes
     return exports
+
+
+def _bare_export(block: CommittedBlock) -> dict[str, Any]:
+    """A block without receipts and write set (both nil): what a block that does not fit
+    a response otherwise is sent as. `max_block_bytes` bounds its size, and the receiver
+    re-executes it, which needs neither."""
+    return {**block.to_export(), "receipts": None, "writes": None}
+
+
+def _bare_size_bytes(block: CommittedBlock) -> int:
+    return (
+        BLOCK_EXPORT_OVERHEAD_BYTES
+        + len(block.header_bytes)
+        + sum(len(envelope) + BIN_OVERHEAD_BYTES for envelope in block.envelopes)
+        + CERTIFICATE_ENTRY_BYTES * len(block.commit.signatures)
+    )
 
 
 def parse_get_blocks(request: dict[str, Any]) -> tuple[int, int]:
@@ -488,7 +517,7 @@ class BlockSync:
         """
         heights = range(first_height, first_height + len(raw_blocks))
         if self._witnesses_needed == 0:
-            return frozenset(heights)
+            return _with_write_sets(heights, raw_blocks)
         wanted = [envelopes_digest(raw.envelopes) for raw in raw_blocks]
         witnesses = sorted(self.transport.connected_peers() - {peer, self.transport.index})
         if len(witnesses) < self._witnesses_needed:
@@ -513,11 +542,9 @@ class BlockSync:
             for ask in asks:
                 ask.cancel()
             await asyncio.gather(*asks, return_exceptions=True)
-        return frozenset(
-            height
-            for height, count in zip(heights, matches, strict=True)
-            if count >= self._witnesses_needed
-        )
+        needed = self._witnesses_needed
+        vouched = [h for h, count in zip(heights, matches, strict=True) if count >= needed]
+        return _with_write_sets(vouched, raw_blocks)
 
     async def _apply(self, batch: FetchedBatch, corroborated: frozenset[int]) -> int:
         """Apply a verified batch on the apply thread; returns how many blocks it applied.

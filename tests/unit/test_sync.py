@@ -448,3 +448,36 @@ async def test_a_re_signed_body_is_refused_even_when_a_witness_is_asked(
             assert ours.envelopes == theirs.envelopes
         metric = "chancery_sync_peers_disbelieved_total"
         assert sample(h.client.metrics, metric, peer="2", code="proposal.receipts_root") == 1
+
+
+async def test_a_block_too_big_with_its_write_set_goes_bare_and_is_re_executed(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    blocks = list(source.store.iter_blocks(1, SOURCE_HEIGHT))
+    bare = max(export_size_bytes(block, None) for block in blocks)
+    full = min(
+        export_size_bytes(block, source.store.get_write_set(block.height)) for block in blocks
+    )
+    assert bare < full
+    witness = digest_witness(source)
+    async with harness(four, source, tmp_path, verifier, witness=witness) as h:
+        h.server_sync.response_bytes_max = bare  # every block alone is too big with writes
+        [only] = read_sync_exports(source.store, 1, 10, bare)
+        assert only["writes"] is None and only["receipts"] is None
+        assert await h.client_sync.catch_up(None, [0]) == SOURCE_HEIGHT
+        assert_same_chain(h.fresh, source)
+        assert applied_by(h, "replay") == SOURCE_HEIGHT
+
+
+def tamper_half_bare(export: dict[str, Any], source: Chain) -> None:
+    export["writes"] = None  # receipts still there: neither a full nor a bare block
+
+
+async def test_a_half_bare_block_is_malformed(
+    four: Consortium, source: Chain, tmp_path: Path, verifier: SignatureVerifier
+) -> None:
+    liar = lying_server(source, tamper_half_bare)
+    async with harness(four, source, tmp_path, verifier, liar) as h:
+        assert await h.client_sync.catch_up(None, [2, 0]) == SOURCE_HEIGHT
+        metric = "chancery_sync_peers_disbelieved_total"
+        assert sample(h.client.metrics, metric, peer="2", code="sync.malformed") == 1
