@@ -20,6 +20,7 @@ from node.mempool import Mempool
 from node.metrics import NodeMetrics
 from node.notify import CommitNotifier
 from node.storage import ChainStore
+from node.sync import SYNC_RESPONSE_HEADROOM_BYTES
 
 
 class NodeSetupError(Exception):
@@ -109,6 +110,21 @@ def load_node_keys(config: NodeConfig) -> NodeKeys:
     return NodeKeys(genesis, key, _identity(config, genesis, key))
 
 
+def check_frame_fits_blocks(frame_bytes_max: int, max_block_bytes: int) -> None:
+    """A peer must be able to send any block this chain allows in one frame (a proposal, or
+    a bare block in state transfer).
+
+    Raises:
+        NodeSetupError: `p2p.frame_bytes_max` is too small for the genesis `max_block_bytes`.
+    """
+    needed = max_block_bytes + SYNC_RESPONSE_HEADROOM_BYTES
+    if frame_bytes_max < needed:
+        raise NodeSetupError(
+            f"p2p.frame_bytes_max = {frame_bytes_max} cannot carry a block of the genesis"
+            f" max_block_bytes ({max_block_bytes}); set it to at least {needed}"
+        )
+
+
 def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServices:
     """Open the store and wire the components (loading genesis and key unless given).
 
@@ -117,6 +133,7 @@ def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServ
     """
     keys = keys or load_node_keys(config)
     genesis, key, identity = keys.genesis, keys.key, keys.identity
+    check_frame_fits_blocks(config.p2p.frame_bytes_max, genesis.params.max_block_bytes)
     registry = builtin_registry()
     store = ChainStore.open(config.data_path, genesis)
     mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)

@@ -299,3 +299,13 @@ def test_env_bool_parsing_rejects_other_text() -> None:
 
     with pytest.raises(ConfigError, match="CHANCERY_X_Y: expected a boolean"):
         _parse_env_text("yes", bool, "CHANCERY_X_Y")
+
+
+def test_a_frame_too_small_for_the_genesis_blocks_is_refused_by_name() -> None:
+    from node.services import NodeSetupError, check_frame_fits_blocks
+    from node.sync import SYNC_RESPONSE_HEADROOM_BYTES
+
+    block_bytes = 8 * 1024 * 1024
+    check_frame_fits_blocks(block_bytes + SYNC_RESPONSE_HEADROOM_BYTES, block_bytes)
+    with pytest.raises(NodeSetupError, match=r"p2p\.frame_bytes_max"):
+        check_frame_fits_blocks(block_bytes, block_bytes)
