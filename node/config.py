@@ -147,6 +147,10 @@ class ConsensusSection:
     # How long the proposer waits to fill a block once the mempool is non-empty;
     # 0 proposes immediately.
     batch_interval_ms: int = _setting(20, lo=0)
+    # At most this many transactions per proposed block (and never more than the genesis
+    # max_block_txs): smaller blocks execute well inside the view timeout on every replica
+    # and let the window pipeline them, where one huge block would stall the whole window.
+    batch_txs_max: int = _setting(2000, lo=1)
     view_timeout_ms: int = _setting(2000, lo=1)
     checkpoint_interval_blocks: int = _setting(100, lo=1)
     window_blocks: int = _setting(4, lo=1)

@@ -264,10 +264,11 @@ class ConsensusDriver:
         mempool = self.services.mempool
         params = self.services.genesis.params
         await mempool.wait_not_empty()
-        interval_ms = self.services.config.consensus.batch_interval_ms
-        if mempool.queued_count < params.max_block_txs and interval_ms > 0:
-            await asyncio.sleep(interval_ms / 1000)
-        batch = mempool.take_batch(params.max_block_txs, params.max_block_bytes)
+        consensus = self.services.config.consensus
+        txs_max = min(params.max_block_txs, consensus.batch_txs_max)
+        if mempool.queued_count < txs_max and consensus.batch_interval_ms > 0:
+            await asyncio.sleep(consensus.batch_interval_ms / 1000)
+        batch = mempool.take_batch(txs_max, params.max_block_bytes)
         self.batches = {height: batch}
         self.post(BatchReady(height, tuple(tx.envelope for tx in batch)))
 
