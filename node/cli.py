@@ -30,6 +30,7 @@ from node.crypto import KeyFileError, SigningKey, load_key_file, write_key_file
 from node.encoding import EncodingError
 from node.evidence_cli import add_evidence_commands
 from node.genesis import GenesisError
+from node.invoice_cli import add_invoice_commands
 from node.testnet import (
     NETWORK_FILE_NAME,
     Testnet,
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evidence_commands(commands)
     add_audit_command(commands)
     add_bench_command(commands)
+    add_invoice_commands(commands)
     return parser
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from contracts import evidence
+from contracts import evidence, invoice
 from node.api.body import JSON, MSGPACK
 from node.api.keys import OPENAPI_DOCUMENT
 from node.api.params import INTEGER_MAX
@@ -151,6 +151,7 @@ def _component_schemas() -> dict[str, Schema]:
         ),
         "Status": _status_schema(),
         **_evidence_schemas(),
+        **_invoice_schemas(),
     }
 
 
@@ -215,6 +216,96 @@ def _evidence_schemas() -> dict[str, Schema]:
                 _object({"evidence": {"oneOf": [single, batch]}}),
             ]
         },
+    }
+
+
+def _invoice_schemas() -> dict[str, Schema]:
+    """The invoice contract's query answers (CONTRACTS.md, docs/invoices.md)."""
+    identifier: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
+    invoice_id: Schema = {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9._:-]{1,64}/[A-Za-z0-9._:-]{1,64}$",
+    }
+    stamp_fields = {
+        "org": identifier,
+        "signer": HASH,
+        "height": HEIGHT,
+        "tx_id": HASH,
+        "timestamp": {"type": "integer"},
+    }
+    stamp = _object(stamp_fields)
+    claim = _object({**stamp_fields, "claim_ref": identifier})
+    voided = _object(
+        {
+            **stamp_fields,
+            "reason": {"type": "string"},
+            "replacement_id": {"anyOf": [invoice_id, {"type": "null"}]},
+        }
+    )
+    methods = ["issue", "transfer", "lock", "unlock", "reimburse", "void"]
+    event = {
+        **_object({**stamp_fields, "method": {"enum": methods}}),
+        "description": "plus holder (issue), from_org and to_org (transfer), claim_ref "
+        "(lock, unlock, reimburse), reason and replacement_id (void)",
+    }
+    statuses = ["issued", "locked", "reimbursed", "void"]
+    issuer_counts = ("issued", "issued_total", "reimbursed", "voided")
+    nullable_integer: Schema = {"type": ["integer", "null"], "minimum": 0}
+    return {
+        "InvoiceRecord": _object(
+            {
+                "id": invoice_id,
+                "invoice_no": identifier,
+                "issuer": identifier,
+                "buyer": identifier,
+                "holder": identifier,
+                "holders": {"type": "array", "items": identifier},
+                "status": {"enum": statuses},
+                "digest": HASH,
+                "sealed": {
+                    "anyOf": [
+                        _object({"sha256": HASH, "bytes": HEIGHT}),
+                        {"type": "null"},
+                    ],
+                    "description": "the sealed document is args.sealed of the issued.tx_id "
+                    "transaction; this is its SHA-256 and size",
+                },
+                "issued": stamp,
+                "lock": {"anyOf": [claim, {"type": "null"}]},
+                "reimbursement": {"anyOf": [claim, {"type": "null"}]},
+                "void": {"anyOf": [voided, {"type": "null"}]},
+                "history": {
+                    "type": "array",
+                    "items": event,
+                    "maxItems": invoice.EVENTS_PER_INVOICE_MAX,
+                },
+            }
+        ),
+        "InvoiceIssuer": _object(
+            {
+                "org": identifier,
+                "active": {"type": "boolean"},
+                "authorization": HEIGHT,
+                "authorized": stamp,
+                "revoked": {"anyOf": [stamp, {"type": "null"}]},
+                "max_invoices": nullable_integer,
+                "valid_until_ms": nullable_integer,
+                **{count: HEIGHT for count in issuer_counts},
+            },
+            optional=issuer_counts,
+        ),
+        "InvoiceIssuedPage": _object(
+            {
+                "org": identifier,
+                "total": HEIGHT,
+                "invoices": {
+                    "type": "array",
+                    "items": invoice_id,
+                    "maxItems": invoice.ISSUER_PAGE_INVOICES_MAX,
+                },
+                "next": NULLABLE_HEIGHT,
+            }
+        ),
     }
 
 
@@ -472,7 +563,12 @@ def _chain_operations() -> Operations:
             "summary": "Read-only contract query on committed state (CONTRACTS.md)",
             "description": (
                 "evidence answers `anchors/{hash}` with EvidenceAnchors, and "
-                "`subjects/{subject}` and `subjects/{subject}/from/{n}` with EvidenceTimeline"
+                "`subjects/{subject}` and `subjects/{subject}/from/{n}` with EvidenceTimeline; "
+                "invoice answers `invoices/{issuer}/{invoice_no}` with InvoiceRecord, "
+                "`issuers/{org}` with InvoiceIssuer (counts only for the org itself, tax "
+                "offices and auditors when reads are signed), and `issuers/{org}/invoices` "
+                "and `issuers/{org}/invoices/from/{n}` with InvoiceIssuedPage; with signed "
+                "reads an invoice the reader may not see is 404, like one that does not exist"
             ),
             "parameters": [
                 _path("contract", {"type": "string"}, "contract name"),
