@@ -15,7 +15,7 @@ from contracts.runtime import ContractError, ContractRegistry, check_args
 from node.crypto import DOMAIN_TX, SignatureCheck, SignatureVerifier
 from node.errors import ChanceryError
 from node.execution import SignerCache
-from node.mempool import Mempool
+from node.mempool import Mempool, mempool_full
 from node.storage import ChainStore
 from node.transaction import Transaction, build_transaction, decode_envelope
 
@@ -160,12 +160,17 @@ class Admission:
         With `announce`, admitted transactions are passed to `on_admitted` (relayed).
         """
         decoded: list[AdmissionResult] = []
+        room_txs, room_bytes = 0, 0
         for item in items:
             try:
                 tx = self.decode(item)
                 # Cheap before costly: a transaction seen before (relayed again, replayed)
-                # is refused without verifying its signature.
+                # is refused without verifying its signature, and so is one the mempool
+                # has no room for: under overload, shedding must not cost a verification.
                 self.check_new(tx)
+                if not self.mempool.has_room(room_txs + 1, room_bytes + tx.size_bytes):
+                    raise mempool_full()
+                room_txs, room_bytes = room_txs + 1, room_bytes + tx.size_bytes
                 decoded.append(tx)
             except ChanceryError as error:
                 decoded.append(error)

@@ -18,6 +18,13 @@ from node.transaction import Transaction
 MEMPOOL_RETRY_AFTER_S = 1
 
 
+def mempool_full() -> ChanceryError:
+    """The refusal of a transaction the mempool has no room for (HTTP 503, retry later)."""
+    return ChanceryError(
+        "mempool.full", "mempool is full, retry later", {"retry_after_s": MEMPOOL_RETRY_AFTER_S}
+    )
+
+
 class Mempool:
     """FIFO of admitted transactions with hard caps (`txs_max`, `bytes_max`)."""
 
@@ -50,6 +57,10 @@ class Mempool:
     def get(self, tx_id: bytes) -> Transaction | None:
         return self._queued.get(tx_id) or self._proposed.get(tx_id)
 
+    def has_room(self, count: int, size_bytes: int) -> bool:
+        """Whether `count` more transactions of `size_bytes` in all would fit now."""
+        return len(self) + count <= self.txs_max and self._bytes + size_bytes <= self.bytes_max
+
     def add(self, tx: Transaction) -> None:
         """Queue `tx`.
 
@@ -62,12 +73,8 @@ class Mempool:
                 "transaction is already pending",
                 {"status": "pending", "tx_id": tx.tx_id.hex()},
             )
-        if len(self) >= self.txs_max or self._bytes + tx.size_bytes > self.bytes_max:
-            raise ChanceryError(
-                "mempool.full",
-                "mempool is full, retry later",
-                {"retry_after_s": MEMPOOL_RETRY_AFTER_S},
-            )
+        if not self.has_room(1, tx.size_bytes):
+            raise mempool_full()
         self._queued[tx.tx_id] = tx
         self._bytes += tx.size_bytes
         self.admitted_at_s[tx.tx_id] = time.monotonic()
