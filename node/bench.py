@@ -30,6 +30,7 @@ from typing import Any, Final
 import aiohttp
 import msgpack
 
+from node.bench_prefill import prefill
 from node.bench_probe import CommitLog, NodeSamples, follow_blocks, sample_nodes
 from node.bench_workload import PLANNED_WORKLOADS, WORKLOADS, WorkloadError, presign
 from node.crypto import SigningKey, load_key_file
@@ -99,6 +100,8 @@ class BenchResult:
     view_changes: int
     ran_out_of_signed: bool
     nodes: list[NodeFigures] = field(default_factory=list)
+    prefilled_txs: int = 0
+    prefill_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,21 +350,30 @@ def run_on(testnet: Testnet, plan: BenchPlan) -> BenchResult:
     return asyncio.run(measure(urls, signed, plan))
 
 
-def run_fresh(validators: int, plan: BenchPlan) -> BenchResult:
-    """Start a fresh local network of `validators`, measure it, stop it."""
+def run_fresh(validators: int, plan: BenchPlan, prefill_txs: int = 0) -> BenchResult:
+    """Start a fresh local network of `validators` (its chain first prefilled with
+    `prefill_txs` committed transactions), measure it, stop it."""
     with tempfile.TemporaryDirectory(prefix="chancery-bench-") as scratch:
-        print(f"starting {validators} validator(s)...", file=sys.stderr)
         network = LocalNetwork.generate(Path(scratch) / "net", validators=validators)
+        prefill_s = 0.0
+        if prefill_txs:
+            print(f"prefilling the chain with {prefill_txs:,} transactions...", file=sys.stderr)
+            prefill_s = prefill(network.testnet, prefill_txs, os.cpu_count() or 1)
+        print(f"starting {validators} validator(s)...", file=sys.stderr)
         network.start_all()
         try:
-            return run_on(network.testnet, plan)
+            result = run_on(network.testnet, plan)
         finally:
             network.stop_all()
+    result.prefilled_txs, result.prefill_s = prefill_txs, round(prefill_s, 1)
+    return result
 
 
 def print_result(result: BenchResult) -> None:
     offered = f"{result.offered_tps:,.0f} tx/s offered" if result.offered_tps else "max"
     print(f"validators {result.validators}, workload {result.workload}, {result.mode} ({offered})")
+    if result.prefilled_txs:
+        print(f"  on a chain prefilled with {result.prefilled_txs:,} transactions")
     print(
         f"  committed        {result.committed_tps:>10,.0f} tx/s   ({result.blocks_per_s} blocks/s,"
         f" {result.avg_block_txs} tx/block)"
@@ -428,6 +440,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--txs", type=int, help="transactions to pre-sign (default: sized)")
     parser.add_argument("--sweep", action="store_true", help="N = 1, 4, 7 at several rates")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fresh network only: start on a chain already holding N transactions",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
 
 
@@ -442,9 +461,12 @@ def run(args: argparse.Namespace) -> int:
             document: Any = {"sweep": [r.to_json() for r in results]}
         else:
             if args.network is not None:
+                if args.prefill:
+                    print("error: --prefill needs a fresh network, not --network", file=sys.stderr)
+                    return 2
                 result = run_on(load_network(args.network.parent), plan)
             else:
-                result = run_fresh(args.validators, plan)
+                result = run_fresh(args.validators, plan, args.prefill)
             print_result(result)
             document = result.to_json()
     except WorkloadError as exc:
