@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from contracts import evidence, invoice, membership
+from contracts import evidence, invoice, membership, ranking
 from contracts.runtime import ContractRegistry
 
 
 def builtin_registry() -> ContractRegistry:
     """Every built-in contract; later issues add lottery and ranking."""
-    return ContractRegistry([membership.CONTRACT, evidence.CONTRACT, invoice.CONTRACT])
+    return ContractRegistry(
+        [
+            membership.CONTRACT,
+            evidence.CONTRACT,
+            invoice.CONTRACT,
+            ranking.CONTRACT,
+        ]
+    )
