@@ -30,9 +30,16 @@ from typing import Any, Final
 import aiohttp
 import msgpack
 
+from node.bench_invoice import ISSUER, prepare_network, sign_phase
 from node.bench_prefill import prefill
 from node.bench_probe import CommitLog, NodeSamples, follow_blocks, sample_nodes
-from node.bench_workload import PLANNED_WORKLOADS, WORKLOADS, WorkloadError, presign
+from node.bench_workload import (
+    PLANNED_WORKLOADS,
+    SETUP_WORKLOADS,
+    WORKLOADS,
+    WorkloadError,
+    presign,
+)
 from node.crypto import SigningKey, load_key_file
 from node.localnet import LocalNetwork
 from node.testnet import Testnet, load_network
@@ -50,6 +57,7 @@ REQUEST_TIMEOUT_S: Final = 120.0
 SWEEP_VALIDATORS: Final = (1, 4, 7)
 SWEEP_RATE_FRACTIONS: Final = (0.25, 0.5, 0.75)
 MB: Final = 1024 * 1024
+INVOICE_NUMBERS: Final = 10**8
 
 
 @dataclass(frozen=True)
@@ -332,19 +340,35 @@ def _signers(testnet: Testnet) -> list[SigningKey]:
     return [load_key_file(org.member_key) for org in testnet.orgs]
 
 
+def _presign_invoices(testnet: Testnet, count: int, processes: int) -> list[tuple[bytes, bytes]]:
+    """Set the network up for invoices (encryption keys, an authorised issuer), then sign
+    `count` sealed `invoice.issue` calls with fresh invoice numbers."""
+    chain_id, keys, recipients = prepare_network(testnet, testnet.nodes[0].api_url)
+    # Invoice numbers are 8 digits: a random base keeps reruns on one network apart.
+    first = int.from_bytes(os.urandom(4), "big") % (INVOICE_NUMBERS - count)
+    signed, _ = sign_phase(
+        "issue", keys[ISSUER], chain_id, count, recipients, processes, first=first
+    )
+    return signed
+
+
 def run_on(testnet: Testnet, plan: BenchPlan) -> BenchResult:
     """Pre-sign for `plan`, then measure the running network `testnet` describes."""
     count = _budget(plan, len(testnet.nodes))
     print(f"pre-signing {count:,} {plan.workload} transactions...", file=sys.stderr)
-    signed = presign(
-        plan.workload,
-        testnet.chain_id,
-        _signers(testnet),
-        count,
-        time.time_ns() // 1_000_000 + int(plan.warmup_s * 1000),
-        os.urandom(16),
-        os.cpu_count() or 1,
-    )
+    processes = os.cpu_count() or 1
+    if plan.workload == "invoice":
+        signed = _presign_invoices(testnet, count, processes)
+    else:
+        signed = presign(
+            plan.workload,
+            testnet.chain_id,
+            _signers(testnet),
+            count,
+            time.time_ns() // 1_000_000 + int(plan.warmup_s * 1000),
+            os.urandom(16),
+            processes,
+        )
     urls = [node.api_url for node in testnet.nodes]
     print(f"measuring {plan.warmup_s:.0f} s warm-up + {plan.duration_s:.0f} s...", file=sys.stderr)
     return asyncio.run(measure(urls, signed, plan))
@@ -426,7 +450,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure this running network instead of a fresh one",
     )
     parser.add_argument(
-        "--workload", default="evidence", choices=sorted([*WORKLOADS, *PLANNED_WORKLOADS])
+        "--workload",
+        default="evidence",
+        choices=sorted([*WORKLOADS, *SETUP_WORKLOADS, *PLANNED_WORKLOADS]),
     )
     parser.add_argument("--rate", type=float, help="open loop: offered tx/s (default: closed loop)")
     parser.add_argument("--duration", type=float, default=DURATION_S_DEFAULT, help="measured s")

@@ -43,7 +43,13 @@ from node.crypto import SigningKey, load_key_file
 from node.invoice_cli import issue_args
 from node.invoice_document import InvoiceDocument, parse_document
 from node.localnet import LocalNetwork
-from node.sealing import encryption_key_path, public_key_bytes, write_encryption_key_file
+from node.sealing import (
+    encryption_key_path,
+    load_encryption_key_file,
+    public_key_bytes,
+    write_encryption_key_file,
+)
+from node.testnet import Testnet
 from node.transaction import sign_transaction
 
 INVOICES_DEFAULT: Final = 100_000
@@ -152,17 +158,25 @@ def sign_phase(
     count: int,
     recipients: tuple[bytes, ...],
     workers: int,
+    first: int = 0,
 ) -> tuple[list[tuple[bytes, bytes]], float]:
-    """Every transaction of a phase, signed in `workers` processes; and the seconds it took."""
+    """Every transaction of a phase (invoices `first` .. `first + count - 1`), signed in
+    `workers` processes; and the seconds it took."""
     seed = key.private_key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
     now_ms = time.time_ns() // 1_000_000
     jobs = [
         SigningJob(
-            phase, seed, chain_id, first, min(SIGNING_CHUNK, count - first), now_ms, recipients
+            phase,
+            seed,
+            chain_id,
+            start,
+            min(SIGNING_CHUNK, first + count - start),
+            now_ms,
+            recipients,
         )
-        for first in range(0, count, SIGNING_CHUNK)
+        for start in range(first, first + count, SIGNING_CHUNK)
     ]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -305,16 +319,21 @@ def _require_ok(answer: dict[str, Any]) -> None:
         raise RuntimeError(f"setup transaction failed: {answer['receipt']}")
 
 
-def prepare_network(network: LocalNetwork) -> tuple[str, dict[str, SigningKey], tuple[bytes, ...]]:
-    """Register the three members' encryption keys and authorise the issuer; returns the chain
-    id, the member keys by org and the sealing recipients."""
-    testnet = network.testnet
+def prepare_network(
+    testnet: Testnet, url: str
+) -> tuple[str, dict[str, SigningKey], tuple[bytes, ...]]:
+    """Register the three members' encryption keys and authorise the issuer, through the
+    node at `url`; returns the chain id, the member keys by org and the sealing recipients."""
     keys = {org: load_key_file(testnet.org(org).member_key) for org in (TAX_OFFICE, ISSUER, BUYER)}
     recipients = []
-    with Client(network.url(0)) as client:
+    with Client(url) as client:
         for org, key in keys.items():
-            private = X25519PrivateKey.generate()
-            write_encryption_key_file(encryption_key_path(testnet.org(org).member_key), private)
+            path = encryption_key_path(testnet.org(org).member_key)
+            if path.exists():  # a running network measured again keeps its members' keys
+                private = load_encryption_key_file(path)
+            else:
+                private = X25519PrivateKey.generate()
+                write_encryption_key_file(path, private)
             public = public_key_bytes(private)
             recipients.append(public)
             answer = client.submit(
@@ -387,7 +406,7 @@ def run(args: argparse.Namespace, directory: Path) -> int:
     network.start_all()
     try:
         urls = [network.url(i) for i in range(args.validators)]
-        chain_id, keys, recipients = prepare_network(network)
+        chain_id, keys, recipients = prepare_network(network.testnet, network.url(0))
         sealed_for = () if args.no_seal else recipients
         results = []
         for phase, key in (("issue", keys[ISSUER]), ("reimburse", keys[BUYER])):

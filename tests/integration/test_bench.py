@@ -35,36 +35,16 @@ def test_an_open_loop_run_on_a_prefilled_chain_reports_every_figure() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_the_cli_writes_the_json_keys_issue_5_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workload", ["evidence", "invoice"])
+def test_the_cli_writes_the_json_keys_issue_5_names(tmp_path: Path, workload: str) -> None:
     out = tmp_path / "bench.json"
-    code = main(
-        [
-            "bench",
-            "--validators",
-            "1",
-            "--rate",
-            "200",
-            "--duration",
-            "2",
-            "--warmup",
-            "1",
-            "--batch",
-            "50",
-            "--json",
-            str(out),
-        ]
-    )
+    argv = ["bench", "--validators", "1", "--rate", "200", "--duration", "2", "--warmup", "1"]
+    code = main([*argv, "--batch", "50", "--workload", workload, "--json", str(out)])
     assert code == 0
     figures = json.loads(out.read_text())
-    for key in (
-        "validators",
-        "workload",
-        "committed_tps",
-        "latency_p50_ms",
-        "latency_p90_ms",
-        "latency_p99_ms",
-        "latency_max_ms",
-        "nodes",
-    ):
+    keys = ("validators", "workload", "committed_tps", "latency_p50_ms", "latency_p90_ms")
+    for key in (*keys, "latency_p99_ms", "latency_max_ms", "nodes"):
         assert key in figures, key
-    assert figures["workload"] == "evidence" and len(figures["nodes"]) == 1
+    assert figures["workload"] == workload and len(figures["nodes"]) == 1
+    assert figures["refused"] == 0 and figures["not_committed"] == 0
+    assert figures["committed_in_window"] > 0
