@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contracts import evidence, invoice, membership, ranking
+from contracts import evidence, invoice, lottery, membership, ranking
 from contracts.runtime import ContractRegistry
 
 
@@ -13,6 +13,7 @@ def builtin_registry() -> ContractRegistry:
             membership.CONTRACT,
             evidence.CONTRACT,
             invoice.CONTRACT,
+            lottery.CONTRACT,
             ranking.CONTRACT,
         ]
     )
