@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from contracts import evidence, invoice, lottery, membership, ranking
+from contracts import evidence, invoice, lottery, membership
 from contracts.runtime import ContractRegistry
 
 
 def builtin_registry() -> ContractRegistry:
-    """Every built-in contract; later issues add lottery and ranking."""
+    """Every built-in contract; the ranking contract comes next."""
     return ContractRegistry(
         [
             membership.CONTRACT,
             evidence.CONTRACT,
             invoice.CONTRACT,
             lottery.CONTRACT,
-            ranking.CONTRACT,
         ]
     )

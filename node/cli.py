@@ -31,6 +31,7 @@ from node.encoding import EncodingError
 from node.evidence_cli import add_evidence_commands
 from node.genesis import GenesisError
 from node.invoice_cli import add_invoice_commands
+from node.lottery_cli import add_lottery_commands
 from node.ranking_cli import add_ranking_commands
 from node.testnet import (
     NETWORK_FILE_NAME,
@@ -397,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_command(commands)
     add_bench_command(commands)
     add_invoice_commands(commands)
+    add_lottery_commands(commands)
     add_ranking_commands(commands)
     return parser
 

@@ -2,7 +2,9 @@
 
 It proves, with no node online and nothing but the genesis file, that a transaction was
 committed and what its receipt says (PROTOCOL.md section 8), and for evidence bundles
-(CONTRACTS.md "evidence") that a file's SHA-256 was anchored, by whom and when.
+(CONTRACTS.md "evidence") that a file's SHA-256 was anchored, by whom and when, and for
+draw bundles (CONTRACTS.md "lottery") that the seed and winners follow from the sealed list
+and the revealed secrets.
 
 It depends only on the standard library, `cryptography` (Ed25519) and `msgpack`, and on
 nothing else in this project: every rule it relies on is written out again here, from the
@@ -86,7 +88,7 @@ BUNDLE_FIELDS: Final = frozenset(
     {"format", "chain_id", "genesis_hash", "tx", "receipt", "block", "tx_proof"}
     | {"receipt_proof", "commit"}
 )
-BUNDLE_OPTIONAL_FIELDS: Final = frozenset({"evidence", "batch"})
+BUNDLE_OPTIONAL_FIELDS: Final = frozenset({"evidence", "batch", "lottery"})
 EVIDENCE_COMMON_FIELDS: Final = frozenset(
     {"contract", "method", "org", "signer", "height", "timestamp", "kind", "meta", "tx_id"}
 )
@@ -94,6 +96,22 @@ EVIDENCE_METHOD_FIELDS: Final = {
     "anchor": frozenset({"hash", "subject"}),
     "anchor_batch": frozenset({"root", "count"}),
 }
+LOTTERY_FIELDS: Final = frozenset(
+    {"contract", "project_id", "sponsor_org", "notary_org", "winners_count", "count"}
+    | {"participants_root", "sealed_height", "sealed_block_hash", "sponsor_commit"}
+    | {"notary_commit", "sponsor_secret", "notary_secret", "seed", "winners", "seal_proof"}
+)
+LOTTERY_HASH_FIELDS: Final = (
+    "participants_root",
+    "sealed_block_hash",
+    "sponsor_commit",
+    "notary_commit",
+    "sponsor_secret",
+    "notary_secret",
+    "seed",
+)
+LOTTERY_SEED_DOMAIN: Final = b"chancery/lottery/v1\n"
+LOTTERY_WINNERS_MAX: Final = 10_000
 BODY_FIELDS: Final = frozenset({"args", "chain_id", "contract", "method", "nonce", "timestamp"})
 RECEIPT_FIELDS: Final = frozenset({"error", "events", "ok", "result", "tx_id"})
 
@@ -538,6 +556,7 @@ class Bundle:
     signatures: tuple[tuple[int, bytes], ...]
     evidence: dict[str, Any] | None
     batch: BatchSection | None
+    lottery: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -621,6 +640,29 @@ def _parse_evidence(value: Any) -> dict[str, Any]:
     return evidence
 
 
+def _parse_lottery(value: Any) -> dict[str, Any]:
+    value = _object(value, "lottery", LOTTERY_FIELDS)
+    section: dict[str, Any] = {
+        name: _hex(value[name], f"lottery.{name}", HASH_BYTES) for name in LOTTERY_HASH_FIELDS
+    }
+    for name in ("contract", "project_id", "sponsor_org", "notary_org"):
+        section[name] = _text(value[name], f"lottery.{name}")
+    for name in ("winners_count", "count", "sealed_height"):
+        section[name] = _uint(value[name], f"lottery.{name}")
+    winners = value["winners"]
+    _require(isinstance(winners, list), "lottery.winners must be a list")
+    _require(len(winners) <= LOTTERY_WINNERS_MAX, "lottery.winners is too long")
+    section["winners"] = []
+    for i, winner in enumerate(winners):
+        winner = _object(winner, f"lottery.winners[{i}]", frozenset({"index", "entry"}))
+        index = _uint(winner["index"], f"lottery.winners[{i}].index")
+        entry = _hex(winner["entry"], f"lottery.winners[{i}].entry", HASH_BYTES)
+        section["winners"].append((index, entry))
+    _require(isinstance(value["seal_proof"], dict), "lottery.seal_proof must be a bundle")
+    section["seal_proof"] = value["seal_proof"]
+    return section
+
+
 def parse_bundle(value: Any) -> Bundle:
     """Type-check a bundle's JSON value completely.
 
@@ -656,6 +698,7 @@ def parse_bundle(value: Any) -> Bundle:
         signatures=_signatures(commit["signatures"]),
         evidence=evidence,
         batch=batch,
+        lottery=_parse_lottery(value["lottery"]) if "lottery" in value else None,
     )
 
 
@@ -833,6 +876,100 @@ def _check_file_hash(bundle: Bundle, file_hash: bytes) -> str:
     return f"SHA-256 {file_hash.hex()}"
 
 
+def _lottery_of(bundle: Bundle) -> dict[str, Any]:
+    if bundle.lottery is None:
+        raise CheckFailed("the bundle has no lottery section")
+    return bundle.lottery
+
+
+def _lottery_call(bundle: Bundle, trust: TrustRoot, method: str, project_id: str) -> Any:
+    """The receipt's result of `bundle`'s transaction, a successful `lottery.<method>` of
+    the project on this chain."""
+    body = _unpack_canonical(bundle.envelope["body"], "the transaction body")
+    _expect(isinstance(body, dict) and body.keys() == BODY_FIELDS, "not a transaction body")
+    _expect(body["chain_id"] == trust.chain_id, "the body names another chain")
+    _expect((body["contract"], body["method"]) == ("lottery", method), f"not lottery.{method}")
+    _expect(isinstance(body["args"], dict), "the body's args are not a map")
+    _expect(body["args"].get("project_id") == project_id, "the call names another project")
+    receipt = _decode_receipt(bundle)
+    _expect(receipt["ok"] is True and receipt["error"] is None, "the receipt failed")
+    return receipt["result"]
+
+
+def _check_draw_receipt(bundle: Bundle, trust: TrustRoot) -> str:
+    section = _lottery_of(bundle)
+    _expect(section["contract"] == "lottery", "lottery.contract is not 'lottery'")
+    result = _lottery_call(bundle, trust, "draw", section["project_id"])
+    _expect(isinstance(result, dict), "the receipt's result is not a map")
+    _expect(result.get("seed") == section["seed"], "lottery.seed is not the receipt's")
+    indices = [index for index, _ in section["winners"]]
+    _expect(result.get("winners") == indices, "lottery.winners are not the receipt's")
+    _expect(len(indices) == section["winners_count"], "lottery.winners_count is not met")
+    return f"draw of {section['project_id']!r} at height {bundle.header['height']}"
+
+
+def _check_seal_bundle(bundle: Bundle, trust: TrustRoot) -> str:
+    """The sealing transaction's own bundle verifies, and fixes count, root and block."""
+    section = _lottery_of(bundle)
+    report = verify_bundle(section["seal_proof"], trust)
+    failed = [name for name, passed, _ in report.checks if not passed]
+    _expect(not failed, f"the seal bundle fails: {failed}")
+    seal = parse_bundle(section["seal_proof"])
+    result = _lottery_call(seal, trust, "seal", section["project_id"])
+    _expect(isinstance(result, dict), "the seal receipt's result is not a map")
+    _expect(result.get("count") == section["count"], "lottery.count is not the sealed count")
+    root = result.get("participants_root")
+    _expect(root == section["participants_root"], "lottery.participants_root is not sealed")
+    _expect(seal.header["height"] == section["sealed_height"], "lottery.sealed_height differs")
+    _expect(
+        seal.header["prev_hash"] == section["sealed_block_hash"],
+        "lottery.sealed_block_hash is not the sealing block's prev_hash",
+    )
+    _expect(seal.header["height"] < bundle.header["height"], "the seal is not before the draw")
+    return f"{section['count']} entries sealed at height {section['sealed_height']}"
+
+
+def lottery_seed(section: dict[str, Any]) -> bytes:
+    """CONTRACTS.md: the draw's seed from its inputs."""
+    return _sha256(
+        LOTTERY_SEED_DOMAIN
+        + section["project_id"].encode()
+        + section["participants_root"]
+        + section["count"].to_bytes(8, "big")
+        + section["sponsor_secret"]
+        + section["notary_secret"]
+        + section["sealed_block_hash"]
+    )
+
+
+def lottery_winners(seed: bytes, count: int, winners: int) -> list[int]:
+    """CONTRACTS.md: rejection sampling (no modulo bias), repeats skipped."""
+    limit = (2**256 // count) * count
+    chosen: list[int] = []
+    seen: set[int] = set()
+    counter = 0
+    while len(chosen) < winners:  # the caller ensures winners <= count
+        x = int.from_bytes(_sha256(seed + counter.to_bytes(8, "big")), "big")
+        counter += 1
+        if x < limit and x % count not in seen:
+            seen.add(x % count)
+            chosen.append(x % count)
+    return chosen
+
+
+def _check_draw_recomputes(bundle: Bundle, trust: TrustRoot) -> str:
+    section = _lottery_of(bundle)
+    count, winners_count = section["count"], section["winners_count"]
+    _expect(_sha256(section["sponsor_secret"]) == section["sponsor_commit"], "sponsor secret")
+    _expect(_sha256(section["notary_secret"]) == section["notary_commit"], "notary secret")
+    _expect(1 <= winners_count <= min(count, LOTTERY_WINNERS_MAX), "impossible winners count")
+    seed = lottery_seed(section)
+    _expect(seed == section["seed"], "the seed does not follow from the inputs")
+    indices = lottery_winners(seed, count, winners_count)
+    _expect(indices == [index for index, _ in section["winners"]], "other winners follow")
+    return f"{winners_count} winners of {count} recomputed"
+
+
 Check = Callable[[Bundle, TrustRoot], str]
 
 TRANSACTION_CHECKS: Final[tuple[tuple[str, Check], ...]] = (
@@ -852,6 +989,11 @@ TRANSACTION_CHECKS: Final[tuple[tuple[str, Check], ...]] = (
 EVIDENCE_CHECKS: Final[tuple[tuple[str, Check], ...]] = (
     ("receipt ok", _check_receipt_ok),
     ("anchor fields match tx, receipt and header", _check_anchor_fields),
+)
+LOTTERY_CHECKS: Final[tuple[tuple[str, Check], ...]] = (
+    ("lottery: the draw receipt records this seed and these winners", _check_draw_receipt),
+    ("lottery: the seal bundle verifies and fixes count, root and block", _check_seal_bundle),
+    ("lottery: secrets match commitments; seed and winners recompute", _check_draw_recomputes),
 )
 BATCH_CHECK: Final[tuple[str, Check]] = ("batch path leads to the anchored root", _check_batch_path)
 
@@ -873,6 +1015,8 @@ def _run_checks(
         checks.extend(EVIDENCE_CHECKS)
     if bundle.batch is not None:
         checks.append(BATCH_CHECK)
+    if bundle.lottery is not None:
+        checks.extend(LOTTERY_CHECKS)
     if file_hash is not None:
         _run(report, "file hash", lambda: _check_file_hash(bundle, file_hash))
     for name, check in checks:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.api import blocks, chain, contracts, events, evidence, metrics, openapi, transactions
+from node.api import (
+    blocks,
+    chain,
+    contracts,
+    events,
+    evidence,
+    lottery,
+    metrics,
+    openapi,
+    transactions,
+)
 from node.api.errors import error_middleware
 from node.api.keys import EVENT_STREAM_TASKS, OPENAPI_DOCUMENT, SERVICES
 from node.api.metrics import metrics_middleware
@@ -31,6 +41,11 @@ ROUTES: list[web.RouteDef] = [
     # Listed before the generic contract query route, which also matches its path.
     web.get(
         "/v1/contracts/evidence/anchors/{hash}/proof", evidence.get_anchor_proof, allow_head=False
+    ),
+    web.get(
+        "/v1/contracts/lottery/projects/{project_id}/proof",
+        lottery.get_draw_proof,
+        allow_head=False,
     ),
     web.get("/v1/contracts/{contract}/{query:.*}", contracts.query_contract, allow_head=False),
     web.get("/metrics", metrics.get_metrics, allow_head=False),

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from contracts import evidence, invoice
+from contracts import evidence, invoice, lottery
 from node.api.body import JSON, MSGPACK
 from node.api.keys import OPENAPI_DOCUMENT
 from node.api.params import INTEGER_MAX
@@ -152,6 +152,39 @@ def _component_schemas() -> dict[str, Schema]:
         "Status": _status_schema(),
         **_evidence_schemas(),
         **_invoice_schemas(),
+        **_lottery_schemas(),
+    }
+
+
+def _lottery_schemas() -> dict[str, Schema]:
+    """The lottery draw's proof bundle (CONTRACTS.md, docs/lottery.md)."""
+    identifier: Schema = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
+    count: Schema = {"type": "integer", "minimum": 1, "maximum": lottery.ENTRIES_PER_PROJECT_MAX}
+    winner = _object({"index": HEIGHT, "entry": HASH})
+    section = _object(
+        {
+            "contract": {"const": lottery.NAME},
+            "project_id": identifier,
+            "sponsor_org": identifier,
+            "notary_org": identifier,
+            "winners_count": {"type": "integer", "minimum": 1, "maximum": lottery.WINNERS_MAX},
+            "count": count,
+            "participants_root": HASH,
+            "sealed_height": HEIGHT,
+            "sealed_block_hash": HASH,
+            "sponsor_commit": HASH,
+            "notary_commit": HASH,
+            "sponsor_secret": HASH,
+            "notary_secret": HASH,
+            "seed": HASH,
+            "winners": {"type": "array", "items": winner, "maxItems": lottery.WINNERS_MAX},
+            "seal_proof": ref("ProofBundle"),
+        }
+    )
+    return {
+        "LotteryProofBundle": {
+            "allOf": [ref("ProofBundle"), _object({"lottery": section})],
+        },
     }
 
 
@@ -568,7 +601,9 @@ def _chain_operations() -> Operations:
                 "`issuers/{org}` with InvoiceIssuer (counts only for the org itself, tax "
                 "offices and auditors when reads are signed), and `issuers/{org}/invoices` "
                 "and `issuers/{org}/invoices/from/{n}` with InvoiceIssuedPage; with signed "
-                "reads an invoice the reader may not see is 404, like one that does not exist"
+                "reads an invoice the reader may not see is 404, like one that does not exist; "
+                "lottery answers `projects/{id}`, `projects/{id}/winners` and "
+                "`projects/{id}/entries/{entry}` (index, winner, audit path; docs/lottery.md)"
             ),
             "parameters": [
                 _path("contract", {"type": "string"}, "contract name"),
@@ -615,6 +650,22 @@ def _evidence_operations() -> Operations:
     }
 
 
+def _lottery_operations() -> Operations:
+    project = _path(
+        "project_id", {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}, "the project"
+    )
+    return {
+        ("/v1/contracts/lottery/projects/{project_id}/proof", "get"): {
+            "summary": "Proof bundle of a project's draw, with every input of the draw",
+            "parameters": [project],
+            "responses": {
+                "200": _ok("The proof bundle", _json_content(ref("LotteryProofBundle"))),
+            },
+            "errors": [400, 404],
+        },
+    }
+
+
 def _operations(api: ApiSection) -> Operations:
     """(path, method) -> operation with its success responses and `errors` statuses."""
     return {
@@ -622,6 +673,7 @@ def _operations(api: ApiSection) -> Operations:
         **_block_operations(api),
         **_chain_operations(),
         **_evidence_operations(),
+        **_lottery_operations(),
     }
 
 
