@@ -5,12 +5,22 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from contracts.registry import builtin_registry
+from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
 from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics
-from node.bench_workload import WorkloadError, presign
+from node.bench_workload import WorkloadError, presign, seed_of
 from node.crypto import DOMAIN_TX, SigningKey, verify
-from node.transaction import decode_envelope
+from node.execution import BlockContext, execute_block
+from node.sealing import public_key_bytes
+from node.transaction import Transaction, decode_envelope
+
+if TYPE_CHECKING:
+    from tests.unit.conftest import Consortium
 
 EXPOSITION = """# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
 # TYPE process_cpu_seconds_total counter
@@ -66,3 +76,60 @@ def test_a_workload_without_its_contract_is_refused_by_name() -> None:
         presign("lottery", "c", [SigningKey.generate()], 1, 0, b"", 1)
     with pytest.raises(WorkloadError, match="unknown"):
         presign("nonsense", "c", [SigningKey.generate()], 1, 0, b"", 1)
+
+
+def test_invoice_workload_transactions_commit_after_its_setup(consortium: Consortium) -> None:
+    """The `invoice` workload's setup (encryption keys, an authorised issuer) and its
+    pre-signed sealed `issue` and `reimburse` calls, through the real execution path."""
+    genesis = consortium.genesis
+    state: dict[bytes, bytes | None] = dict(genesis.genesis_writes())
+    root = genesis.genesis_block().header.state_root
+    timestamp_ms = genesis.genesis_time + 1_000
+
+    def commit(height: int, transactions: list[Transaction]) -> list[bool]:
+        nonlocal root
+        context = BlockContext(height, timestamp_ms, genesis.genesis_hash, 600_000)
+        output = execute_block(builtin_registry(), state, root, context, transactions)
+        state.update(output.writes)
+        root = output.state_root
+        return [receipt.ok for receipt in output.receipts]
+
+    recipients = []
+    setup = []
+    for nonce, org in enumerate((TAX_OFFICE, ISSUER, BUYER)):
+        public = public_key_bytes(X25519PrivateKey.generate())
+        recipients.append(public)
+        key = consortium.members[org]
+        args = {"encryption_key": public}
+        setup.append(
+            consortium.sign(
+                key, "membership", "set_encryption_key", args, nonce=nonce, timestamp=timestamp_ms
+            )
+        )
+    authorize = {"org": ISSUER}
+    setup.append(
+        consortium.sign(
+            consortium.members[TAX_OFFICE],
+            "invoice",
+            "authorize_issuer",
+            authorize,
+            nonce=9,
+            timestamp=timestamp_ms,
+        )
+    )
+    assert commit(1, setup) == [True] * 4
+
+    for height, (phase, org) in enumerate((("issue", ISSUER), ("reimburse", BUYER)), start=2):
+        job = SigningJob(
+            phase,
+            seed_of(consortium.members[org]),
+            consortium.chain_id,
+            first=5,
+            count=3,
+            timestamp_ms=timestamp_ms,
+            recipients=tuple(sorted(recipients)),
+        )
+        signed = sign_chunk(job)
+        transactions = [decode_envelope(envelope) for _, envelope in signed]
+        assert [tx.tx_id for tx in transactions] == [tx_id for tx_id, _ in signed]
+        assert commit(height, transactions) == [True] * 3
