@@ -19,6 +19,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
@@ -148,25 +149,34 @@ def write_key_file(path: Path, key: SigningKey) -> None:
     os.chmod(path, KEY_FILE_MODE)
 
 
-def load_key_file(path: Path) -> SigningKey:
-    """Read an Ed25519 PEM private key, refusing files that group or others can read.
+def read_private_key_file(path: Path, what: str = "key") -> PrivateKeyTypes:
+    """Read an unencrypted PEM private key, refusing files that group or others can read.
 
     Raises:
-        KeyFileError: missing, readable by others, or not an unencrypted Ed25519 PEM key.
+        KeyFileError: missing, readable by others, or not an unencrypted PEM private key.
     """
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: key file not found") from None
+        raise KeyFileError(f"{path}: {what} file not found") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):o});"
             f" run: chmod 600 {path}"
         )
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+
+
+def load_key_file(path: Path) -> SigningKey:
+    """Read an Ed25519 PEM private key, refusing files that group or others can read.
+
+    Raises:
+        KeyFileError: missing, readable by others, or not an unencrypted Ed25519 PEM key.
+    """
+    private = read_private_key_file(path)
     if not isinstance(private, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
     return SigningKey.from_private(private)

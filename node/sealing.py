@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,7 @@ from contracts.invoice import (
     SEALED_VERSION,
     SEALED_WRAPPED_KEY_BYTES,
 )
-from node.crypto import KEY_FILE_MODE, KeyFileError
+from node.crypto import KEY_FILE_MODE, KeyFileError, read_private_key_file
 
 SEAL_DOMAIN: Final = b"chancery/seal/v1\n"
 WRAP_DOMAIN: Final = b"chancery/seal/v1/wrap\n"
@@ -288,19 +287,7 @@ def load_encryption_key_file(path: Path) -> X25519PrivateKey:
     Raises:
         KeyFileError: missing, readable by others, or not an unencrypted X25519 PEM key.
     """
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: encryption key file not found") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):o});"
-            f" run: chmod 600 {path}"
-        )
-    try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    private = read_private_key_file(path, "encryption key")
     if not isinstance(private, X25519PrivateKey):
         raise KeyFileError(f"{path}: not an X25519 key")
     return private
