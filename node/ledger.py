@@ -9,8 +9,8 @@ asked to vote for, state transfer runs `apply_proven_block` on fetched blocks, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from contracts.runtime import ContractRegistry, StateReader
 from node.block import (
@@ -59,6 +59,23 @@ class ProposalRejected(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class PendingLayer:
+    """One executed block not yet in the store: its height, transactions and writes."""
+
+    height: int
+    tx_ids: frozenset[bytes]
+    writes: Mapping[bytes, bytes | None]
+
+
+def layered_state(base: StateReader, layers: Sequence[PendingLayer]) -> StateReader:
+    """`base` (the committed store) with the pending layers' writes on top, oldest first."""
+    state = base
+    for layer in layers:
+        state = OverlayState(state, layer.writes)
+    return state
+
+
 @dataclass(frozen=True)
 class Parent:
     """What a new block builds on: the committed tip or a pending proposal."""
@@ -68,8 +85,15 @@ class Parent:
     state_root: bytes
     timestamp_ms: int
     state: StateReader
-    # tx ids of pending ancestors (not yet in the store), to refuse a repeated tx.
-    pending_tx_ids: frozenset[bytes] = field(default_factory=frozenset)
+    # The committed store under `state`, and the pending blocks between it and this
+    # parent (this one included), oldest first: bounded by the window, because layers
+    # the store has caught up with are dropped (see `Proposal.as_parent`).
+    base: StateReader
+    pending: tuple[PendingLayer, ...] = ()
+
+    def has_pending_tx(self, tx_id: bytes) -> bool:
+        """True if a pending ancestor (not yet in the store) holds `tx_id`."""
+        return any(tx_id in layer.tx_ids for layer in self.pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +105,8 @@ class Proposal:
     block_hash: bytes
     transactions: tuple[Transaction, ...]
     output: BlockOutput
-    parent_pending_tx_ids: frozenset[bytes]
-    parent_state: StateReader
+    parent_base: StateReader
+    parent_pending: tuple[PendingLayer, ...]
 
     @classmethod
     def on_parent(
@@ -99,24 +123,35 @@ class Proposal:
             sha256(header_bytes),
             tuple(transactions),
             output,
-            parent.pending_tx_ids,
-            parent.state,
+            parent.base,
+            parent.pending,
         )
 
     @property
     def height(self) -> int:
         return self.header.height
 
-    def as_parent(self) -> Parent:
-        """This pending block as the parent of the next height."""
-        tx_ids = self.parent_pending_tx_ids | {tx.tx_id for tx in self.transactions}
+    def as_parent(self, committed_height: int) -> Parent:
+        """This pending block as the parent of the next height, given the store's height.
+
+        Layers at or below `committed_height` are in the store already and are dropped:
+        otherwise every proposal built on a pending one would carry all of the chain's
+        history since the pipeline last ran empty (memory and lookups growing with age).
+        """
+        own = PendingLayer(
+            self.header.height, frozenset(tx.tx_id for tx in self.transactions), self.output.writes
+        )
+        layers = tuple(
+            layer for layer in (*self.parent_pending, own) if layer.height > committed_height
+        )
         return Parent(
             self.header.height,
             self.block_hash,
             self.header.state_root,
             self.header.timestamp,
-            OverlayState(self.parent_state, self.output.writes),
-            frozenset(tx_ids),
+            layered_state(self.parent_base, layers),
+            self.parent_base,
+            layers,
         )
 
     def to_committed(self, certificate: CommitCertificate) -> CommittedBlock:
@@ -157,6 +192,7 @@ class Ledger:
             self.store.last_block_hash,
             self.store.state_root,
             summary[0].timestamp,
+            self.store,
             self.store,
         )
 
@@ -247,7 +283,7 @@ class Ledger:
         for tx in transactions:
             if tx.body.chain_id != self.genesis.chain_id:
                 raise _reject("proposal.wrong_chain_tx", f"tx {tx.tx_id.hex()} of another chain")
-            if tx.tx_id in seen or tx.tx_id in parent.pending_tx_ids:
+            if tx.tx_id in seen or parent.has_pending_tx(tx.tx_id):
                 raise _reject("proposal.duplicate_tx", f"tx {tx.tx_id.hex()} repeated")
             if self.store.has_tx(tx.tx_id):
                 raise _reject("proposal.duplicate_tx", f"tx {tx.tx_id.hex()} already committed")
@@ -347,7 +383,12 @@ class Ledger:
             proven.append((committed, writes))
             header = committed.header
             parent = Parent(
-                header.height, committed.block_hash, header.state_root, header.timestamp, self.store
+                header.height,
+                committed.block_hash,
+                header.state_root,
+                header.timestamp,
+                self.store,
+                self.store,
             )
         self.store.commit_blocks(proven)
         return [committed for committed, _ in proven], rejection

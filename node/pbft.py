@@ -279,7 +279,7 @@ class ConsensusDriver:
         if parent_hash == store.last_block_hash:
             return self.services.ledger.tip()
         proposal = self.pending.get(parent_hash)
-        return None if proposal is None else proposal.as_parent()
+        return None if proposal is None else proposal.as_parent(store.height)
 
     async def _execute(self, action: ExecuteProposal) -> ExecutionResult:
         parent = self._parent(action.parent_hash)
@@ -310,7 +310,7 @@ class ConsensusDriver:
         batch = [
             tx
             for tx in self.batches.pop(action.height, [])
-            if tx.tx_id not in parent.pending_tx_ids and not store.has_tx(tx.tx_id)
+            if not parent.has_pending_tx(tx.tx_id) and not store.has_tx(tx.tx_id)
         ]
         if not batch:
             raise ProposalRejected("local.empty_batch", "every transaction is already in a block")
