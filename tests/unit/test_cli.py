@@ -71,8 +71,13 @@ def fake_node() -> Iterator[tuple[str, list[Any]]]:
         return web.json_response({"error": error}, status=404)
 
     app = web.Application()
-    app.add_routes([web.get("/v1/status", status), web.post("/v1/transactions", submit),
-                    web.get("/v1/blocks/{height}", refuse)])
+    app.add_routes(
+        [
+            web.get("/v1/status", status),
+            web.post("/v1/transactions", submit),
+            web.get("/v1/blocks/{height}", refuse),
+        ]
+    )
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
@@ -117,13 +122,24 @@ def test_testnet_generates_the_network_and_says_where_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "net"
-    code, out, err = run(capsys, "testnet", "--validators", "2", "--out", str(out_dir),
-                         "--base-api-port", "18600", "--chain-id", "demo")
+    code, out, err = run(
+        capsys,
+        "testnet",
+        "--validators",
+        "2",
+        "--out",
+        str(out_dir),
+        "--base-api-port",
+        "18600",
+        "--chain-id",
+        "demo",
+    )
     assert (code, err) == (0, "")
     network = load_network(out_dir)
     assert network.chain_id == "demo"
     assert [node.api_url for node in network.nodes] == [
-        "http://127.0.0.1:18600", "http://127.0.0.1:18601"
+        "http://127.0.0.1:18600",
+        "http://127.0.0.1:18601",
     ]
     assert "http://127.0.0.1:18601" in out
     assert str(network.org("notary").admin_key) in out
@@ -165,9 +181,19 @@ def test_tx_send_refuses_a_key_file_readable_by_others_naming_the_mode(
     key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file.chmod(0o644)
-    code, _, err = run(capsys, "tx", "send", "--key", str(key_file), "membership",
-                       "revoke_member", "--args", json.dumps({"public_key": KEY_HEX}),
-                       "--url", f"http://127.0.0.1:{free_port()}")
+    code, _, err = run(
+        capsys,
+        "tx",
+        "send",
+        "--key",
+        str(key_file),
+        "membership",
+        "revoke_member",
+        "--args",
+        json.dumps({"public_key": KEY_HEX}),
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+    )
     assert code != 0
     assert_one_error_line(err, "mode 644", "chmod 600")
 
@@ -184,8 +210,19 @@ def test_tx_send_refuses_a_key_file_readable_by_others_naming_the_mode(
 def test_tx_send_refuses_bad_args_before_contacting_the_node(
     key_file: Path, args: str, fragment: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run(capsys, "tx", "send", "--key", str(key_file), "membership",
-                       "revoke_member", "--args", args, "--url", "http://127.0.0.1:1")
+    code, _, err = run(
+        capsys,
+        "tx",
+        "send",
+        "--key",
+        str(key_file),
+        "membership",
+        "revoke_member",
+        "--args",
+        args,
+        "--url",
+        "http://127.0.0.1:1",
+    )
     assert code == 2
     assert_one_error_line(err, fragment)
 
@@ -197,9 +234,19 @@ def test_unreachable_node_is_a_clear_runtime_error(
     key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    code, out, err = run(capsys, "tx", "send", "--key", str(key_file), "membership",
-                         "revoke_member", "--args", json.dumps({"public_key": KEY_HEX}),
-                         "--url", url)
+    code, out, err = run(
+        capsys,
+        "tx",
+        "send",
+        "--key",
+        str(key_file),
+        "membership",
+        "revoke_member",
+        "--args",
+        json.dumps({"public_key": KEY_HEX}),
+        "--url",
+        url,
+    )
     assert (code, out) == (1, "")
     assert_one_error_line(err, f"cannot reach the node at {url}")
 
@@ -227,9 +274,22 @@ def test_tx_send_posts_a_signed_msgpack_envelope_and_prints_the_answer(
     fake_node: tuple[str, list[Any]], key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, received = fake_node
-    code, out, err = run(capsys, "tx", "send", "--key", str(key_file), "membership",
-                         "add_member", "--args", json.dumps({"public_key": KEY_HEX, "name": "A"}),
-                         "--wait", "--timeout-ms", "1500", "--url", url)
+    code, out, err = run(
+        capsys,
+        "tx",
+        "send",
+        "--key",
+        str(key_file),
+        "membership",
+        "add_member",
+        "--args",
+        json.dumps({"public_key": KEY_HEX, "name": "A"}),
+        "--wait",
+        "--timeout-ms",
+        "1500",
+        "--url",
+        url,
+    )
     assert (code, err) == (0, "")
     content_type, query, envelope = received[-1]
     assert content_type == "application/msgpack"
@@ -247,9 +307,19 @@ def test_tx_send_without_wait_does_not_wait_for_commit(
     fake_node: tuple[str, list[Any]], key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url, received = fake_node
-    code, _, _ = run(capsys, "tx", "send", "--key", str(key_file), "membership",
-                     "set_encryption_key", "--args", json.dumps({"encryption_key": KEY_HEX}),
-                     "--url", url)
+    code, _, _ = run(
+        capsys,
+        "tx",
+        "send",
+        "--key",
+        str(key_file),
+        "membership",
+        "set_encryption_key",
+        "--args",
+        json.dumps({"encryption_key": KEY_HEX}),
+        "--url",
+        url,
+    )
     assert code == 0
     assert received[-1][1] == {"wait": "none"}
 
@@ -264,8 +334,18 @@ def test_up_reports_a_node_that_exits_early_with_its_log(
 
     monkeypatch.setattr(supervisor, "node_command", failing_node)
     base = free_port()
-    run(capsys, "testnet", "--validators", "1", "--out", str(tmp_path),
-        "--base-api-port", str(base), "--base-p2p-port", str(free_port()))
+    run(
+        capsys,
+        "testnet",
+        "--validators",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--base-api-port",
+        str(base),
+        "--base-p2p-port",
+        str(free_port()),
+    )
     code, _, err = run(capsys, "up", "--dir", str(tmp_path))
     assert code == 1
     assert err.startswith("error: node 0 exited with code 3 early")

@@ -20,7 +20,8 @@ def test_binary_arguments_become_bytes_and_the_rest_passes_through() -> None:
 
 def test_optional_binary_argument_is_converted_when_given() -> None:
     wire = coerce_args(
-        "membership", "add_member",
+        "membership",
+        "add_member",
         {"public_key": KEY_HEX, "name": "Alice", "encryption_key": "CD" * 32},
     )
     assert wire["encryption_key"] == bytes.fromhex("cd" * 32)
@@ -67,11 +68,15 @@ def test_unknown_arguments_are_left_for_the_node_to_refuse() -> None:
 def test_lists_in_a_binary_argument_convert_their_strings_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    orders = Method("add_orders", lambda *_: None, {  # type: ignore[arg-type, return-value]
-        "campaign_id": Arg(text(64)),
-        "orders": Arg(lambda *_: None, binary=True),
-        "root": Arg(hash32, binary=True),
-    })
+    orders = Method(
+        "add_orders",
+        lambda *_: None,
+        {  # type: ignore[arg-type, return-value]
+            "campaign_id": Arg(text(64)),
+            "orders": Arg(lambda *_: None, binary=True),
+            "root": Arg(hash32, binary=True),
+        },
+    )
     registry = ContractRegistry([Contract("ranking", {"add_orders": orders}, lambda *_: None)])
     monkeypatch.setattr(client, "builtin_registry", lambda: registry)
     wire = coerce_args(

@@ -61,7 +61,11 @@ def test_validators_are_the_node_keys_assigned_to_orgs_round_robin(tmp_path: Pat
     generate_testnet(tmp_path, 5)
     genesis = load_genesis(tmp_path / "genesis.json")
     assert [v.org for v in genesis.validators] == [
-        "notary", "taxoffice", "enterprise-a", "enterprise-b", "notary"
+        "notary",
+        "taxoffice",
+        "enterprise-a",
+        "enterprise-b",
+        "notary",
     ]
     for validator in genesis.validators:
         node_key = load_key_file(tmp_path / f"node{validator.index}" / "node.key")
@@ -104,8 +108,9 @@ def test_network_json_records_where_everything_is(network_dir: Path) -> None:
 
 
 def test_load_network_gives_back_what_generate_returned(tmp_path: Path) -> None:
-    generated = generate_testnet(tmp_path, 2, base_api_port=18600, base_p2p_port=19600,
-                                 chain_id="demo-chain")
+    generated = generate_testnet(
+        tmp_path, 2, base_api_port=18600, base_p2p_port=19600, chain_id="demo-chain"
+    )
     loaded = load_network(tmp_path)
     assert loaded == generated
     assert loaded.nodes[1].api_port == 18601
