@@ -31,7 +31,7 @@ is ranking order. State (scoped under `ranking/`; `<n>` is 4 bytes big-endian):
 - `ranked/<id>/<page n>` -> up to PAGE_ORDERS sort keys in rank order, concatenated.
 - `pages/<id>` -> `{"first_keys": [...], "hashes": [...]}`: each ranked page's first
   sort key and RFC 6962 subtree hash. A rank query bisects `first_keys`, reads one page
-  and builds the audit path from that page and `hashes` (contracts/ranking_tree.py).
+  and builds the audit path from that page and `hashes` (contracts/rfc6962.py).
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ import heapq
 import re
 from typing import Any, Final
 
-from contracts.ranking_tree import leaf_hash, path_of, root_of
+from contracts.rfc6962 import leaf_hash
+from contracts.rfc6962 import path_of_leaf_hashes as path_of
+from contracts.rfc6962 import root_of_leaf_hashes as root_of
 from contracts.runtime import (
     IDENTIFIER_PATTERN,
     Arg,

@@ -88,6 +88,31 @@ def root_of_leaf_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def path_of_leaf_hashes(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """The audit path of `index` over a short list of leaf hashes (or aligned subtree
+    hashes, as the ranking's pages are), from its sibling upward; bottom up like
+    `root_of_leaf_hashes`.
+
+    Raises:
+        ValueError: unless ``0 <= index < len(leaf_hashes)``.
+    """
+    if not 0 <= index < len(leaf_hashes):
+        raise ValueError(f"leaf index {index} out of range for {len(leaf_hashes)} leaves")
+    path: list[bytes] = []
+    level = list(leaf_hashes)
+    position = index
+    while len(level) > 1:
+        sibling = position ^ 1
+        if sibling < len(level):  # an odd last node is carried up with no sibling
+            path.append(level[sibling])
+        upper = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            upper.append(level[-1])
+        level = upper
+        position //= 2
+    return path
+
+
 def _largest_power_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 

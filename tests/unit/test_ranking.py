@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import ranking, ranking_tree
+from contracts import ranking, rfc6962
 from contracts.registry import builtin_registry
 from contracts.runtime import ContractError, QueryNotFound, Reader, ReadView
 from node import merkle, ranking_cli
@@ -150,11 +150,11 @@ def check_order(harness: Harness, order: bytes, ranked: list[bytes], winners: in
 @given(st.integers(min_value=0, max_value=70), st.data())
 def test_tree_helper_agrees_with_node_merkle(size: int, data: st.DataObject) -> None:
     leaves = [digest(n) for n in range(size)]
-    hashes = [ranking_tree.leaf_hash(leaf) for leaf in leaves]
-    assert ranking_tree.root_of(hashes) == merkle.merkle_root(leaves)
+    hashes = [rfc6962.leaf_hash(leaf) for leaf in leaves]
+    assert rfc6962.root_of_leaf_hashes(hashes) == merkle.merkle_root(leaves)
     if size:
         index = data.draw(st.integers(min_value=0, max_value=size - 1))
-        assert ranking_tree.path_of(hashes, index) == merkle.audit_path(leaves, index)
+        assert rfc6962.path_of_leaf_hashes(hashes, index) == merkle.audit_path(leaves, index)
 
 
 # --- create --------------------------------------------------------------------------------
