@@ -9,18 +9,18 @@ import msgpack
 import pytest
 
 from contracts import evidence
-from contracts.registry import builtin_registry
 from contracts.runtime import ContractError, QueryNotFound, Reader, ReadView, encode_record
 from node.block import ContractEvent, Receipt
-from node.execution import BlockContext, BlockOutput, execute_block
+from node.execution import BlockOutput
 from node.transaction import Transaction
 
 if TYPE_CHECKING:
-    from tests.unit.conftest import Chain, Consortium
+    from tests.contract_harness import BLOCK_INTERVAL_MS, ContractHarness
+from tests.contract_harness import BLOCK_INTERVAL_MS, ContractHarness
+from tests.unit.conftest import GENESIS_TIME_MS, Chain, Consortium
 
-GENESIS_TIME = 1_700_000_000_000
-BLOCK_INTERVAL = 1_000
-WINDOW = 600_000
+GENESIS_TIME = GENESIS_TIME_MS
+BLOCK_INTERVAL = BLOCK_INTERVAL_MS
 DOC = hashlib.sha256(b"contract.pdf").digest()
 ROOT = hashlib.sha256(b"a batch root").digest()
 
@@ -29,50 +29,11 @@ def digest(n: int) -> bytes:
     return hashlib.sha256(f"document {n}".encode()).digest()
 
 
-class Harness:
-    """Genesis state in a dict; each `run` executes one block on it, `commit` applies it."""
+class Harness(ContractHarness):
+    """Evidence calls in blocks on the genesis state (tests/contract_harness.py)."""
 
     def __init__(self, consortium: Consortium) -> None:
-        self.consortium = consortium
-        genesis = consortium.genesis
-        self.genesis_hash = genesis.genesis_hash
-        self.state: dict[bytes, bytes | None] = dict(genesis.genesis_writes())
-        self.root = genesis.genesis_block().header.state_root
-        self.registry = builtin_registry()
-        self.height = 1
-        self.nonce = 0
-
-    @property
-    def block_time(self) -> int:
-        return GENESIS_TIME + BLOCK_INTERVAL * self.height
-
-    def tx(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Transaction:
-        self.nonce += 1
-        key = self.consortium.members[org]
-        return self.consortium.sign(
-            key, "evidence", method, args, nonce=self.nonce, timestamp=self.block_time
-        )
-
-    def run(self, txs: list[Transaction]) -> BlockOutput:
-        context = BlockContext(self.height, self.block_time, self.genesis_hash, WINDOW)
-        return execute_block(self.registry, self.state, self.root, context, txs)
-
-    def commit(self, txs: list[Transaction]) -> BlockOutput:
-        output = self.run(txs)
-        for key, value in output.writes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.root = output.state_root
-        self.height += 1
-        return output
-
-    def view(self) -> ReadView:
-        return ReadView(evidence.NAME, self.state)
-
-    def query(self, path: str) -> Any:
-        return evidence.query(self.view(), path.split("/"), Reader())
+        super().__init__(consortium, evidence)
 
 
 @pytest.fixture

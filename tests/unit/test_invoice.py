@@ -31,14 +31,12 @@ from hypothesis.stateful import (
 
 from contracts import invoice
 from contracts.membership import OrganizationSpec
-from contracts.registry import builtin_registry
 from contracts.runtime import ContractError, QueryNotFound, Reader, ReadView
 from node.api.openapi import build_openapi
 from node.bench_invoice import SigningJob, invoice_document, sign_chunk
 from node.bench_invoice import invoice_no as bench_invoice_no
 from node.block import ContractEvent, Receipt
 from node.config import ApiSection
-from node.execution import BlockContext, BlockOutput, execute_block
 from node.genesis import Validator, genesis_document, parse_genesis
 from node.invoice_document import (
     InvoiceDocumentError,
@@ -49,11 +47,11 @@ from node.invoice_document import (
 )
 from node.sealing import public_key_bytes, seal, unseal
 from node.transaction import Transaction, decode_envelope
-from tests.unit.conftest import Chain, Consortium, key_from_label
+from tests.contract_harness import BLOCK_INTERVAL_MS, ContractHarness
+from tests.unit.conftest import GENESIS_TIME_MS, Chain, Consortium, key_from_label
 
-GENESIS_TIME = 1_700_000_000_000
-BLOCK_INTERVAL = 1_000
-WINDOW = 600_000
+GENESIS_TIME = GENESIS_TIME_MS
+BLOCK_INTERVAL = BLOCK_INTERVAL_MS
 DIGEST = hashlib.sha256(b"invoice document").digest()
 ORG_ROLES: dict[str, tuple[str, ...]] = {
     "notary": ("notary",),
@@ -94,66 +92,11 @@ def encryption_key(org: str, role: str = "member") -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(seed)
 
 
-class Harness:
-    """Genesis state in a dict; each `run` executes one block on it, `commit` applies it."""
+class Harness(ContractHarness):
+    """Invoice calls in blocks on the genesis state (tests/contract_harness.py)."""
 
     def __init__(self) -> None:
-        genesis = CONSORTIUM.genesis
-        self.genesis_hash = genesis.genesis_hash
-        self.state: dict[bytes, bytes | None] = dict(genesis.genesis_writes())
-        self.root = genesis.genesis_block().header.state_root
-        self.registry = builtin_registry()
-        self.height = 1
-        self.nonce = 0
-
-    @property
-    def block_time(self) -> int:
-        return GENESIS_TIME + BLOCK_INTERVAL * self.height
-
-    def tx(
-        self,
-        method: str,
-        args: dict[str, Any],
-        org: str = "enterprise-a",
-        *,
-        admin: bool = False,
-        contract: str = "invoice",
-    ) -> Transaction:
-        self.nonce += 1
-        key = (CONSORTIUM.admins if admin else CONSORTIUM.members)[org]
-        return CONSORTIUM.sign(
-            key, contract, method, args, nonce=self.nonce, timestamp=self.block_time
-        )
-
-    def run(self, txs: list[Transaction]) -> BlockOutput:
-        context = BlockContext(self.height, self.block_time, self.genesis_hash, WINDOW)
-        return execute_block(self.registry, self.state, self.root, context, txs)
-
-    def commit(self, txs: list[Transaction]) -> BlockOutput:
-        output = self.run(txs)
-        for key, value in output.writes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.root = output.state_root
-        self.height += 1
-        return output
-
-    def call(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Receipt:
-        """Commit one transaction in its own block; its receipt."""
-        return self.commit([self.tx(method, args, org)]).receipts[0]
-
-    def ok(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Receipt:
-        receipt = self.call(method, args, org)
-        assert receipt.ok, receipt
-        return receipt
-
-    def view(self) -> ReadView:
-        return ReadView(invoice.NAME, self.state)
-
-    def query(self, path: str, reader: Reader | None = None) -> Any:
-        return invoice.query(self.view(), path.split("/"), reader or Reader())
+        super().__init__(CONSORTIUM, invoice)
 
     def record(self, invoice_id: str) -> dict[str, Any]:
         return self.query(f"invoices/{invoice_id}")

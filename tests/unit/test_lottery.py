@@ -12,19 +12,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from contracts import lottery, lottery_draw, rfc6962
-from contracts.registry import builtin_registry
-from contracts.runtime import Reader, ReadView
 from node import lottery_cli, merkle, verifier
 from node.block import Receipt
-from node.execution import BlockContext, BlockOutput, execute_block
-from node.transaction import Transaction
 
 if TYPE_CHECKING:
-    from tests.unit.conftest import Consortium
+    from tests.contract_harness import ContractHarness
+from tests.contract_harness import ContractHarness
+from tests.unit.conftest import Consortium
 
-GENESIS_TIME = 1_700_000_000_000
-BLOCK_INTERVAL = 1_000
-WINDOW = 600_000
 PROJECT = "draw-2026"
 SPONSOR = "enterprise-a"
 NOTARY = "notary"
@@ -43,58 +38,15 @@ def entries(first: int, count: int) -> list[bytes]:
     return [sha(f"salt|participant {n}") for n in range(first, first + count)]
 
 
-class Harness:
-    """Genesis state in a dict; each `commit` executes one block and applies it."""
+class Harness(ContractHarness):
+    """Lottery calls in blocks on the genesis state (tests/contract_harness.py); every
+    block has its own `prev_hash`, since the seed depends on one."""
 
     def __init__(self, consortium: Consortium) -> None:
-        self.consortium = consortium
-        genesis = consortium.genesis
-        self.state: dict[bytes, bytes | None] = dict(genesis.genesis_writes())
-        self.root = genesis.genesis_block().header.state_root
-        self.registry = builtin_registry()
-        self.height = 1
-        self.nonce = 0
-
-    @property
-    def block_time(self) -> int:
-        return GENESIS_TIME + BLOCK_INTERVAL * self.height
+        super().__init__(consortium, lottery)
 
     def prev_hash(self, height: int) -> bytes:
         return sha(f"block {height - 1}")
-
-    def tx(self, method: str, args: dict[str, Any], org: str) -> Transaction:
-        self.nonce += 1
-        key = self.consortium.members[org]
-        return self.consortium.sign(
-            key, "lottery", method, args, nonce=self.nonce, timestamp=self.block_time
-        )
-
-    def commit(self, txs: list[Transaction]) -> BlockOutput:
-        context = BlockContext(self.height, self.block_time, self.prev_hash(self.height), WINDOW)
-        output = execute_block(self.registry, self.state, self.root, context, txs)
-        for key, value in output.writes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.root = output.state_root
-        self.height += 1
-        return output
-
-    def call(self, method: str, args: dict[str, Any], org: str) -> Receipt:
-        (receipt,) = self.commit([self.tx(method, args, org)]).receipts
-        return receipt
-
-    def ok(self, method: str, args: dict[str, Any], org: str) -> Receipt:
-        receipt = self.call(method, args, org)
-        assert receipt.ok, receipt
-        return receipt
-
-    def view(self) -> ReadView:
-        return ReadView(lottery.NAME, self.state)
-
-    def query(self, path: str) -> Any:
-        return lottery.query(self.view(), path.split("/"), Reader())
 
 
 @pytest.fixture

@@ -12,19 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import ranking, rfc6962
-from contracts.registry import builtin_registry
-from contracts.runtime import ContractError, QueryNotFound, Reader, ReadView
+from contracts.runtime import ContractError, QueryNotFound
 from node import merkle, ranking_cli
 from node.cli import UsageError
-from node.execution import BlockContext, BlockOutput, execute_block
-from node.transaction import Transaction
 
 if TYPE_CHECKING:
-    from tests.unit.conftest import Consortium
+    from tests.contract_harness import ContractHarness
+from tests.contract_harness import ContractHarness
+from tests.unit.conftest import Consortium
 
-GENESIS_TIME = 1_700_000_000_000
-BLOCK_INTERVAL = 1_000
-WINDOW = 600_000
 START = 1_000_000
 END = 2_000_000
 
@@ -33,45 +29,11 @@ def digest(n: int) -> bytes:
     return hashlib.sha256(f"salt:order-{n}".encode()).digest()
 
 
-class Harness:
-    """Genesis state in a dict; each `commit` executes and applies one block."""
+class Harness(ContractHarness):
+    """Ranking calls in blocks on the genesis state (tests/contract_harness.py)."""
 
     def __init__(self, consortium: Consortium) -> None:
-        self.consortium = consortium
-        genesis = consortium.genesis
-        self.genesis_hash = genesis.genesis_hash
-        self.state: dict[bytes, bytes | None] = dict(genesis.genesis_writes())
-        self.root = genesis.genesis_block().header.state_root
-        self.registry = builtin_registry()
-        self.height = 1
-        self.nonce = 0
-
-    @property
-    def block_time(self) -> int:
-        return GENESIS_TIME + BLOCK_INTERVAL * self.height
-
-    def tx(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Transaction:
-        self.nonce += 1
-        key = self.consortium.members[org]
-        return self.consortium.sign(
-            key, "ranking", method, args, nonce=self.nonce, timestamp=self.block_time
-        )
-
-    def commit(self, txs: list[Transaction]) -> BlockOutput:
-        context = BlockContext(self.height, self.block_time, self.genesis_hash, WINDOW)
-        output = execute_block(self.registry, self.state, self.root, context, txs)
-        for key, value in output.writes.items():
-            if value is None:
-                self.state.pop(key, None)
-            else:
-                self.state[key] = value
-        self.root = output.state_root
-        self.height += 1
-        return output
-
-    def call(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Any:
-        """One transaction in one block; returns its receipt."""
-        return self.commit([self.tx(method, args, org)]).receipts[0]
+        super().__init__(consortium, ranking)
 
     def ok(self, method: str, args: dict[str, Any], org: str = "enterprise-a") -> Any:
         receipt = self.call(method, args, org)
@@ -82,9 +44,6 @@ class Harness:
         receipt = self.call(method, args, org)
         assert not receipt.ok
         return receipt.error
-
-    def query(self, path: str) -> Any:
-        return ranking.query(ReadView(ranking.NAME, self.state), path.split("/"), Reader())
 
     def create(self, campaign_id: str = "c1", winners: int = 3, **window: int) -> None:
         self.ok(
