@@ -85,10 +85,9 @@ class Parent:
     state_root: bytes
     timestamp_ms: int
     state: StateReader
-    # The committed store under `state`, and the pending blocks between it and this
-    # parent (this one included), oldest first: bounded by the window, because layers
-    # the store has caught up with are dropped (see `Proposal.as_parent`).
-    base: StateReader
+    # The pending blocks between the store and this parent (this one included), oldest
+    # first: bounded by the window, because layers the store has caught up with are
+    # dropped (see `Proposal.as_parent`).
     pending: tuple[PendingLayer, ...] = ()
 
     def has_pending_tx(self, tx_id: bytes) -> bool:
@@ -105,7 +104,6 @@ class Proposal:
     block_hash: bytes
     transactions: tuple[Transaction, ...]
     output: BlockOutput
-    parent_base: StateReader
     parent_pending: tuple[PendingLayer, ...]
 
     @classmethod
@@ -123,7 +121,6 @@ class Proposal:
             sha256(header_bytes),
             tuple(transactions),
             output,
-            parent.base,
             parent.pending,
         )
 
@@ -131,10 +128,10 @@ class Proposal:
     def height(self) -> int:
         return self.header.height
 
-    def as_parent(self, committed_height: int) -> Parent:
-        """This pending block as the parent of the next height, given the store's height.
+    def as_parent(self, store: ChainStore) -> Parent:
+        """This pending block as the parent of the next height, over the committed `store`.
 
-        Layers at or below `committed_height` are in the store already and are dropped:
+        Layers at or below the store's height are in the store already and are dropped:
         otherwise every proposal built on a pending one would carry all of the chain's
         history since the pipeline last ran empty (memory and lookups growing with age).
         """
@@ -142,15 +139,14 @@ class Proposal:
             self.header.height, frozenset(tx.tx_id for tx in self.transactions), self.output.writes
         )
         layers = tuple(
-            layer for layer in (*self.parent_pending, own) if layer.height > committed_height
+            layer for layer in (*self.parent_pending, own) if layer.height > store.height
         )
         return Parent(
             self.header.height,
             self.block_hash,
             self.header.state_root,
             self.header.timestamp,
-            layered_state(self.parent_base, layers),
-            self.parent_base,
+            layered_state(store, layers),
             layers,
         )
 
@@ -192,7 +188,6 @@ class Ledger:
             self.store.last_block_hash,
             self.store.state_root,
             summary[0].timestamp,
-            self.store,
             self.store,
         )
 
@@ -387,7 +382,6 @@ class Ledger:
                 committed.block_hash,
                 header.state_root,
                 header.timestamp,
-                self.store,
                 self.store,
             )
         self.store.commit_blocks(proven)

@@ -279,7 +279,7 @@ class ConsensusDriver:
         if parent_hash == store.last_block_hash:
             return self.services.ledger.tip()
         proposal = self.pending.get(parent_hash)
-        return None if proposal is None else proposal.as_parent(store.height)
+        return None if proposal is None else proposal.as_parent(store)
 
     async def _execute(self, action: ExecuteProposal) -> ExecutionResult:
         parent = self._parent(action.parent_hash)

@@ -44,7 +44,7 @@ def test_a_long_pipeline_carries_only_the_uncommitted_layers(chain: Chain) -> No
         if previous is not None:
             certificate = chain.consortium.certificate(previous.block_hash, previous.height)
             chain.ledger.commit(previous, certificate)
-        parent = proposal.as_parent(chain.store.height)
+        parent = proposal.as_parent(chain.store)
         assert [layer.height for layer in parent.pending] == [height]
         previous = proposal
     for key in added:
@@ -57,15 +57,13 @@ def test_a_transaction_pending_in_an_ancestor_is_refused_and_then_found_committe
     when = chain.next_timestamp()
     tx = new_member(chain, 1, when)
     first = build(chain, chain.ledger.tip(), [tx], when)
-    second = build(
-        chain, first.as_parent(chain.store.height), [new_member(chain, 2, when)], when + 1
-    )
-    on_pending = second.as_parent(chain.store.height)
+    second = build(chain, first.as_parent(chain.store), [new_member(chain, 2, when)], when + 1)
+    on_pending = second.as_parent(chain.store)
     assert [layer.height for layer in on_pending.pending] == [1, 2]
     with pytest.raises(ProposalRejected, match="repeated"):
         chain.ledger.check_transactions([tx], on_pending)
     chain.ledger.commit(first, chain.consortium.certificate(first.block_hash, 1))
-    on_committed = second.as_parent(chain.store.height)
+    on_committed = second.as_parent(chain.store)
     assert [layer.height for layer in on_committed.pending] == [2]
     with pytest.raises(ProposalRejected, match="already committed"):
         chain.ledger.check_transactions([tx], on_committed)
