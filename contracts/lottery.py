@@ -325,8 +325,9 @@ def add_participants(context: CallContext, state: StateView, args: dict[str, Any
 def seal(context: CallContext, state: StateView, args: dict[str, Any]) -> CallOutcome:
     """Close the list: record `count`, `participants_root` and the sealing height.
 
-    `sealed_block_hash` is the newest block hash a contract can know while sealing: the
-    hash of the block before the sealing block (docs/lottery.md explains why).
+    The sealing block's hash, which the seed needs, cannot be known inside that block (it
+    covers the block's state root): `draw` reads it from the chain's history and records
+    it as `sealed_block_hash`.
 
     Raises:
         ContractError: `lottery.not_found`, `lottery.not_party`, `lottery.not_open`,
@@ -349,7 +350,6 @@ def seal(context: CallContext, state: StateView, args: dict[str, Any]) -> CallOu
         )
     project["participants_root"] = rfc6962.frontier_root(project["frontier"])
     project["sealed_height"] = context.height
-    project["sealed_block_hash"] = context.prev_block_hash
     project["status"] = STATUS_SEALED
     project["steps"]["seal"] = _stamp(context)
     _save(state, project)
@@ -381,6 +381,14 @@ def reveal(context: CallContext, state: StateView, args: dict[str, Any]) -> Call
     else:
         raise ContractError("lottery.not_party", "only the sponsor or the notary reveals", {})
     _require_status(project, STATUS_SEALED)
+    if context.height <= project["sealed_height"]:
+        # Until the sealing block is committed its proposer could still vary its hash;
+        # a secret public in the same block would let it try seeds (docs/lottery.md).
+        raise ContractError(
+            "lottery.wrong_state",
+            "secrets are revealed in a block after the sealing block",
+            {"project_id": project["project_id"], "sealed_height": project["sealed_height"]},
+        )
     if project[f"{party}_secret"] is not None:
         raise ContractError("lottery.already_revealed", f"the {party} has revealed", {})
     if party == "notary" and project["sponsor_secret"] is None:
@@ -422,6 +430,9 @@ def draw(context: CallContext, state: StateView, args: dict[str, Any]) -> CallOu
     if project["sponsor_secret"] is None or project["notary_secret"] is None:
         raise ContractError("lottery.not_revealed", "both secrets must be revealed first", {})
     project_id = project["project_id"]
+    # Both reveals came in blocks after the seal (see `reveal`), so the sealing block is
+    # an ancestor of this one and its hash is fixed.
+    project["sealed_block_hash"] = context.block_hash_at(project["sealed_height"])
     seed = lottery_draw.draw_seed(
         project_id,
         project["participants_root"],

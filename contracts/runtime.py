@@ -121,6 +121,19 @@ class Signer:
     is_admin: bool
 
 
+class ChainHistory(Protocol):
+    """The hashes of blocks already in the chain below the executing block.
+
+    Deterministic like state: every replica, state transfer and the replaying auditor
+    answer from the same certified chain. The lottery seed needs the sealing block's hash,
+    which no transaction can see in its own block (the hash covers its state root).
+    """
+
+    def block_hash_at(self, height: int) -> bytes:
+        """The hash of the block at `height` (1 <= height < the executing block's)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Everything a contract may know about its call besides state and arguments."""
@@ -130,6 +143,13 @@ class CallContext:
     height: int
     block_timestamp_ms: int
     prev_block_hash: bytes
+    history: ChainHistory
+
+    def block_hash_at(self, height: int) -> bytes:
+        """The hash of an earlier block of this chain (1 <= `height` < this block's)."""
+        if not 1 <= height < self.height:
+            raise AssertionError(f"block {height} is not below block {self.height}")
+        return self.history.block_hash_at(height)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from consensus.quorum import quorum_size
 from contracts.runtime import ContractRegistry
 from node.block import (
     BLOCK_VERSION,
+    HASH_BYTES,
     BlockFormatError,
     BlockHeader,
     CommitCertificate,
@@ -521,6 +522,7 @@ class ChainAuditor:
         self.state: dict[bytes, bytes] = {}
         self._tx_positions: dict[bytes, int] = {}
         self._parent: _Parent | None = None
+        self._history = _AuditedHashes()
         self._blocks = 0
         self._transactions = 0
 
@@ -622,6 +624,7 @@ class ChainAuditor:
             raise _Stop(Divergence(0, "genesis", "the genesis block has no transactions"))
         if head.certificate_problem is not None:
             raise _Stop(head.certificate_problem)
+        self._history.append(genesis_block.block_hash)
         self._parent = _Parent(
             0,
             genesis_block.block_hash,
@@ -746,7 +749,11 @@ class ChainAuditor:
     def _replay(self, header: BlockHeader, transactions: list[Transaction]) -> BlockOutput:
         assert self._parent is not None
         context = BlockContext(
-            header.height, header.timestamp, header.prev_hash, self.genesis.params.tx_window_ms
+            header.height,
+            header.timestamp,
+            header.prev_hash,
+            self.genesis.params.tx_window_ms,
+            self._history,
         )
         return execute_block(
             self.registry, self.state, self._parent.state_root, context, transactions
@@ -794,7 +801,25 @@ class ChainAuditor:
         self._tx_positions.update(
             (receipt.tx_id, first_position | index) for index, receipt in enumerate(output.receipts)
         )
+        self._history.append(block_hash)
         self._parent = _Parent(header.height, block_hash, header.timestamp, header.state_root)
+
+
+class _AuditedHashes:
+    """The hashes of the blocks audited so far, packed (32 bytes a block, so a chain of a
+    million blocks costs 32 MB): the `ChainHistory` replayed contracts read."""
+
+    def __init__(self) -> None:
+        self._packed = bytearray()
+
+    def append(self, block_hash: bytes) -> None:
+        self._packed += block_hash
+
+    def block_hash_at(self, height: int) -> bytes:
+        start = height * HASH_BYTES
+        if not 0 <= start < len(self._packed):
+            raise AssertionError(f"block {height} has not been audited")
+        return bytes(self._packed[start : start + HASH_BYTES])
 
 
 def _check_stored(

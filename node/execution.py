@@ -16,6 +16,7 @@ from contracts.membership import lookup_signer
 from contracts.runtime import (
     KEY_SEPARATOR,
     CallContext,
+    ChainHistory,
     ContractError,
     ContractRegistry,
     Signer,
@@ -58,6 +59,7 @@ class BlockContext:
     timestamp_ms: int
     prev_hash: bytes
     tx_window_ms: int
+    history: ChainHistory
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,12 @@ def execute_transaction(
         check_args(method.args, body.args)
         view = StateView(body.contract, state)
         call = CallContext(
-            signer, tx.tx_id, context.height, context.timestamp_ms, context.prev_hash
+            signer,
+            tx.tx_id,
+            context.height,
+            context.timestamp_ms,
+            context.prev_hash,
+            context.history,
         )
         outcome = method.handler(call, view, body.args)
     except ContractError as error:

@@ -61,9 +61,10 @@ class ProposalRejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PendingLayer:
-    """One executed block not yet in the store: its height, transactions and writes."""
+    """One executed block not yet in the store: its height, hash, transactions and writes."""
 
     height: int
+    block_hash: bytes
     tx_ids: frozenset[bytes]
     writes: Mapping[bytes, bytes | None]
 
@@ -136,7 +137,10 @@ class Proposal:
         history since the pipeline last ran empty (memory and lookups growing with age).
         """
         own = PendingLayer(
-            self.header.height, frozenset(tx.tx_id for tx in self.transactions), self.output.writes
+            self.header.height,
+            self.block_hash,
+            frozenset(tx.tx_id for tx in self.transactions),
+            self.output.writes,
         )
         layers = tuple(
             layer for layer in (*self.parent_pending, own) if layer.height > store.height
@@ -160,6 +164,26 @@ class Proposal:
             receipts=self.output.receipt_bytes,
             commit=certificate,
         )
+
+
+class PendingHistory:
+    """Block hashes below a parent: its pending ancestors' from their layers, the rest
+    from the committed store (`ChainHistory` for execution)."""
+
+    def __init__(self, store: ChainStore, parent: Parent) -> None:
+        self._store = store
+        self._parent = parent
+
+    def block_hash_at(self, height: int) -> bytes:
+        if height == self._parent.height:
+            return self._parent.block_hash
+        for layer in self._parent.pending:
+            if layer.height == height:
+                return layer.block_hash
+        block_hash = self._store.block_hash_at(height)
+        require(block_hash is not None, f"block {height} is neither pending nor stored")
+        assert block_hash is not None  # for the type checker; require() crashes first
+        return block_hash
 
 
 def _reject(code: str, message: str) -> ProposalRejected:
@@ -195,7 +219,11 @@ class Ledger:
         self, parent: Parent, transactions: Sequence[Transaction], timestamp_ms: int
     ) -> BlockOutput:
         context = BlockContext(
-            parent.height + 1, timestamp_ms, parent.block_hash, self.genesis.params.tx_window_ms
+            parent.height + 1,
+            timestamp_ms,
+            parent.block_hash,
+            self.genesis.params.tx_window_ms,
+            PendingHistory(self.store, parent),
         )
         return execute_block(self.registry, parent.state, parent.state_root, context, transactions)
 

@@ -176,6 +176,11 @@ class ChainStore:
         data = self._db.get(HASH_PREFIX + block_hash)
         return None if data is None else int.from_bytes(data, "big")
 
+    def block_hash_at(self, height: int) -> bytes | None:
+        """The hash of the committed block at `height` (its certificate names it)."""
+        summary = self.get_block_summary(height)
+        return None if summary is None else summary[3].block_hash
+
     def get_block_summary(
         self, height: int
     ) -> tuple[BlockHeader, bytes, list[bytes], CommitCertificate] | None:

@@ -922,8 +922,8 @@ def _check_seal_bundle(bundle: Bundle, trust: TrustRoot) -> str:
     _expect(root == section["participants_root"], "lottery.participants_root is not sealed")
     _expect(seal.header["height"] == section["sealed_height"], "lottery.sealed_height differs")
     _expect(
-        seal.header["prev_hash"] == section["sealed_block_hash"],
-        "lottery.sealed_block_hash is not the sealing block's prev_hash",
+        seal.block_hash == section["sealed_block_hash"],
+        "lottery.sealed_block_hash is not the sealing block's hash",
     )
     _expect(seal.header["height"] < bundle.header["height"], "the seal is not before the draw")
     return f"{section['count']} entries sealed at height {section['sealed_height']}"

@@ -41,6 +41,10 @@ class ContractHarness:
     def prev_hash(self, height: int) -> bytes:
         return self.genesis_hash
 
+    def block_hash_at(self, height: int) -> bytes:
+        """`ChainHistory`: block `height`'s hash is the `prev_hash` of the block after it."""
+        return self.prev_hash(height + 1)
+
     def tx(
         self,
         method: str,
@@ -64,7 +68,7 @@ class ContractHarness:
     def run(self, txs: list[Transaction]) -> BlockOutput:
         """Execute one block on the current state without applying it."""
         context = BlockContext(
-            self.height, self.block_time, self.prev_hash(self.height), TX_WINDOW_MS
+            self.height, self.block_time, self.prev_hash(self.height), TX_WINDOW_MS, self
         )
         return execute_block(self.registry, self.state, self.root, context, txs)
 

@@ -35,6 +35,16 @@ ORG_ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
+class _NoHistory:
+    """A `ChainHistory` for blocks run outside a chain: no contract they call reads one."""
+
+    def block_hash_at(self, height: int) -> bytes:
+        raise AssertionError(f"block {height}: this test runs blocks outside a chain")
+
+
+NO_HISTORY = _NoHistory()
+
+
 def key_from_label(label: str) -> SigningKey:
     """A deterministic Ed25519 key: the seed is SHA-256 of `label`."""
     return SigningKey.from_seed(hashlib.sha256(label.encode()).digest())

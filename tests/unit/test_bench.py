@@ -18,6 +18,7 @@ from node.crypto import DOMAIN_TX, SigningKey, verify
 from node.execution import BlockContext, execute_block
 from node.sealing import public_key_bytes
 from node.transaction import Transaction, decode_envelope
+from tests.unit.conftest import NO_HISTORY
 
 if TYPE_CHECKING:
     from tests.unit.conftest import Consortium
@@ -88,7 +89,7 @@ def test_invoice_workload_transactions_commit_after_its_setup(consortium: Consor
 
     def commit(height: int, transactions: list[Transaction]) -> list[bool]:
         nonlocal root
-        context = BlockContext(height, timestamp_ms, genesis.genesis_hash, 600_000)
+        context = BlockContext(height, timestamp_ms, genesis.genesis_hash, 600_000, NO_HISTORY)
         output = execute_block(builtin_registry(), state, root, context, transactions)
         state.update(output.writes)
         root = output.state_root

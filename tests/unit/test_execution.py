@@ -15,6 +15,7 @@ from node.crypto import SigningKey
 from node.execution import BlockContext, BlockOutput, OverlayState, execute_block
 from node.merkle import merkle_root
 from node.transaction import Transaction
+from tests.unit.conftest import NO_HISTORY
 
 if TYPE_CHECKING:
     from tests.unit.conftest import Consortium
@@ -39,7 +40,7 @@ class Harness:
         self.nonce = 0
 
     def context(self, timestamp: int = BLOCK_TIME) -> BlockContext:
-        return BlockContext(self.height, timestamp, self.genesis.genesis_hash, WINDOW)
+        return BlockContext(self.height, timestamp, self.genesis.genesis_hash, WINDOW, NO_HISTORY)
 
     def tx(
         self,

@@ -120,7 +120,7 @@ def test_a_draw_from_create_to_notarize_is_recomputable_from_the_record(
         2200,
         SPONSOR_SECRET,
         NOTARY_SECRET,
-        harness.prev_hash(sealing_height),
+        harness.block_hash_at(sealing_height),
     )
     indices = lottery_draw.draw_winners(seed, 2200, 3)
     assert drawn.result == {"project_id": PROJECT, "seed": seed, "winners": indices}
@@ -229,6 +229,27 @@ def test_reveals_come_after_the_seal_sponsor_first_and_must_match(harness: Harne
     assert_refused(harness.call("reveal", sponsor, SPONSOR), "lottery.already_revealed")
     assert_refused(harness.call("reveal", sponsor, NOTARY), "lottery.bad_reveal")
     harness.ok("reveal", notary, NOTARY)
+
+
+def test_no_secret_is_revealed_in_the_sealing_block(harness: Harness) -> None:
+    """The sealing block's proposer must not see a secret while its block hash, which goes
+    into the seed, can still vary: a reveal in that block is refused, the next block's is
+    not."""
+    open_project(harness)
+    assert add(harness, entries(0, 5)).ok
+    sealing_height = harness.height
+    seal = harness.tx("seal", {"project_id": PROJECT}, SPONSOR)
+    reveal = harness.tx("reveal", {"project_id": PROJECT, "secret": SPONSOR_SECRET}, SPONSOR)
+    sealed, refused = harness.commit([seal, reveal]).receipts
+    assert sealed.ok
+    assert_refused(refused, "lottery.wrong_state")
+    assert refused.result == {"project_id": PROJECT, "sealed_height": sealing_height}
+    harness.ok("reveal", {"project_id": PROJECT, "secret": SPONSOR_SECRET}, SPONSOR)
+    harness.ok("reveal", {"project_id": PROJECT, "secret": NOTARY_SECRET}, NOTARY)
+    assert harness.query(f"projects/{PROJECT}")["sealed_block_hash"] is None
+    harness.ok("draw", {"project_id": PROJECT}, NOTARY)
+    recorded = harness.query(f"projects/{PROJECT}")["sealed_block_hash"]
+    assert recorded == harness.block_hash_at(sealing_height).hex()
 
 
 def test_draw_is_the_notarys_after_both_reveals(harness: Harness) -> None:

@@ -64,7 +64,7 @@ async def test_draw_proof_bundle_recomputes_the_winners_offline(tmp_path: Path) 
         assert sum(name.startswith("lottery:") for name, _, _ in report.checks) == 3
         section = bundle["lottery"]
         assert verify_proof_bundle(section["seal_proof"], genesis).ok
-        assert section["seal_proof"]["block"]["header"]["prev_hash"] == section["sealed_block_hash"]
+        assert section["seal_proof"]["block"]["hash"] == section["sealed_block_hash"]
         assert section["participants_root"] == merkle.merkle_root(entries).hex()
         seed = lottery_draw.draw_seed(
             PROJECT,
