@@ -57,6 +57,7 @@ REQUEST_TIMEOUT_S: Final = 120.0
 SWEEP_VALIDATORS: Final = (1, 4, 7)
 SWEEP_RATE_FRACTIONS: Final = (0.25, 0.5, 0.75)
 MB: Final = 1024 * 1024
+TIMELINE_POINTS_MAX: Final = 120
 INVOICE_NUMBERS: Final = 10**8
 
 
@@ -83,6 +84,22 @@ class NodeFigures:
     rss_peak_mb: float
     view_changes: int
     height: int
+    # RSS through the window, at most TIMELINE_POINTS_MAX evenly spaced readings: a flat
+    # line or a climb, which start/end/peak alone cannot tell apart from a late spike.
+    rss_series_mb: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TimelineSecond:
+    """One second of the window: what committed in it and how long those waited."""
+
+    second: int
+    committed: int
+    blocks: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    longest_block_gap_ms: float
 
 
 @dataclass
@@ -108,6 +125,7 @@ class BenchResult:
     view_changes: int
     ran_out_of_signed: bool
     nodes: list[NodeFigures] = field(default_factory=list)
+    timeline: list[TimelineSecond] = field(default_factory=list)
     prefilled_txs: int = 0
     prefill_s: float = 0.0
 
@@ -299,6 +317,7 @@ def _figures(
             rss_peak_mb=round(node.rss_peak_bytes / MB, 1),
             view_changes=int(node.delta("chancery_view_changes_total")),
             height=int(node.last.get("chancery_block_height", 0)),
+            rss_series_mb=_thinned([round(rss / MB, 1) for _, rss in node.rss_series]),
         )
         for index, node in enumerate(samples)
     ]
@@ -322,7 +341,57 @@ def _figures(
         view_changes=max((node.view_changes for node in nodes), default=0),
         ran_out_of_signed=state.ran_out,
         nodes=nodes,
+        timeline=_timeline(state, log, in_window, window_start, plan.duration_s),
     )
+
+
+def _thinned(values: list[float]) -> list[float]:
+    """At most TIMELINE_POINTS_MAX of `values`, evenly spaced, the last one kept."""
+    if len(values) <= TIMELINE_POINTS_MAX:
+        return values
+    step = len(values) / TIMELINE_POINTS_MAX
+    return [values[int(i * step)] for i in range(TIMELINE_POINTS_MAX - 1)] + [values[-1]]
+
+
+def _timeline(
+    state: LoadState,
+    log: CommitLog,
+    in_window: Sequence[bytes],
+    window_start: float,
+    duration_s: float,
+) -> list[TimelineSecond]:
+    """Second by second: where in the run the latency tail and the stalls are."""
+    seconds = max(1, int(duration_s))
+    latencies: list[list[float]] = [[] for _ in range(seconds)]
+    for tx_id in in_window:
+        at = log.committed_at.get(tx_id)
+        if at is not None and 0 <= int(at - window_start) < seconds:
+            latencies[int(at - window_start)].append((at - state.submitted_at[tx_id]) * 1000)
+    blocks = [0] * seconds
+    gaps = [0.0] * seconds
+    previous: float | None = None
+    for at, _, _ in log.blocks:
+        second = int(at - window_start)
+        if 0 <= second < seconds:
+            blocks[second] += 1
+            if previous is not None:
+                gaps[second] = max(gaps[second], (at - previous) * 1000)
+        previous = at
+    timeline = []
+    for second, waited in enumerate(latencies):
+        waited.sort()
+        timeline.append(
+            TimelineSecond(
+                second=second,
+                committed=len(waited),
+                blocks=blocks[second],
+                latency_p50_ms=round(_percentile(waited, 0.50), 1),
+                latency_p99_ms=round(_percentile(waited, 0.99), 1),
+                latency_max_ms=round(waited[-1], 1) if waited else 0.0,
+                longest_block_gap_ms=round(gaps[second], 1),
+            )
+        )
+    return timeline
 
 
 def _budget(plan: BenchPlan, validators: int) -> int:
@@ -412,6 +481,13 @@ def print_result(result: BenchResult) -> None:
     )
     if result.ran_out_of_signed:
         print("  (ran out of pre-signed transactions: raise --txs for a full window)")
+    worst = sorted(result.timeline, key=lambda second: second.latency_p99_ms)[-3:]
+    if worst:
+        listed = ", ".join(
+            f"s{w.second}: p99 {w.latency_p99_ms:,.0f} ms, gap {w.longest_block_gap_ms:,.0f} ms"
+            for w in reversed(worst)
+        )
+        print(f"  worst seconds    {listed}")
     print("  node  cpu %   rss start/end/peak MB   height")
     for node in result.nodes:
         print(

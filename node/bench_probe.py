@@ -48,14 +48,15 @@ class NodeSamples:
     first_at: float = 0.0
     last_at: float = 0.0
     rss_peak_bytes: float = 0.0
+    rss_series: list[tuple[float, float]] = field(default_factory=list)  # (at, bytes)
 
     def record(self, values: dict[str, float], at: float) -> None:
         if not self.first:
             self.first, self.first_at = values, at
         self.last, self.last_at = values, at
-        self.rss_peak_bytes = max(
-            self.rss_peak_bytes, values.get("process_resident_memory_bytes", 0.0)
-        )
+        rss = values.get("process_resident_memory_bytes", 0.0)
+        self.rss_peak_bytes = max(self.rss_peak_bytes, rss)
+        self.rss_series.append((at, rss))
 
     def delta(self, name: str) -> float:
         return self.last.get(name, 0.0) - self.first.get(name, 0.0)

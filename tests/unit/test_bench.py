@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from contracts.registry import builtin_registry
+from node.bench import TIMELINE_POINTS_MAX, LoadState, _thinned, _timeline
 from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
 from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics
 from node.bench_workload import WorkloadError, presign, seed_of
@@ -56,6 +57,31 @@ def test_a_block_event_times_every_transaction_it_lists() -> None:
     _record_block({"height": 5, "hash": "00", "tx_ids": ["aa" * 32, "bb" * 32]}, log)
     assert set(log.committed_at) == {bytes.fromhex("aa" * 32), bytes.fromhex("bb" * 32)}
     assert [(height, txs) for _, height, txs in log.blocks] == [(5, 2)]
+
+
+def test_the_timeline_puts_each_commit_and_block_gap_in_its_second() -> None:
+    """Two seconds of a window: a quick block, then a stall of 1.5 s before the next."""
+    state, log = LoadState(), CommitLog()
+    start = 100.0
+    state.submitted_at = {b"a": start + 0.1, b"b": start + 0.2, b"c": start + 0.3}
+    log.committed_at = {b"a": start + 0.2, b"b": start + 1.8, b"c": start + 1.8}
+    log.blocks = [(start + 0.2, 5, 1), (start + 1.8, 6, 2)]
+    first, second = _timeline(state, log, [b"a", b"b", b"c"], start, 2.0)
+    assert (first.second, first.committed, first.blocks) == (0, 1, 1)
+    assert first.latency_max_ms == pytest.approx(100, abs=0.5)
+    assert first.longest_block_gap_ms == 0
+    assert (second.committed, second.blocks) == (2, 1)
+    assert second.latency_p50_ms == pytest.approx(1600, abs=0.5)  # the upper median
+    assert second.latency_max_ms == pytest.approx(1600, abs=0.5)
+    assert second.longest_block_gap_ms == pytest.approx(1600, abs=0.5)
+
+
+def test_long_series_are_thinned_keeping_the_last_reading() -> None:
+    thinned = _thinned([float(n) for n in range(1000)])
+    assert len(thinned) == TIMELINE_POINTS_MAX
+    assert thinned[0] == 0.0 and thinned[-1] == 999.0
+    assert thinned == sorted(thinned)
+    assert _thinned([1.0, 2.0]) == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("workload", ["evidence", "mixed"])
