@@ -6,8 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 NETWORK_DIR ?= testnet
 SEEDS ?= 1000
+# Debian's Chromium, for the lottery page's browser test (tests/integration/test_lottery_ui.py).
+# `:=`, not `?=`: desktops export BROWSER and the like, and the test looks exactly here.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: up test lint soak sim bench clean-net install install-test
+.PHONY: up test lint soak sim bench clean-net install install-test browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +28,17 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Playwright drives this binary; its own browser download (`playwright install`) is never used.
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
 up: install
 	$(BIN)/chancery up --dir $(NETWORK_DIR)
 
-test: install-test
+test: install-test $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

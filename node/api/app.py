@@ -18,6 +18,7 @@ from node.api import (
     metrics,
     openapi,
     transactions,
+    ui,
 )
 from node.api.errors import error_middleware
 from node.api.keys import EVENT_STREAM_TASKS, OPENAPI_DOCUMENT, SERVICES
@@ -50,6 +51,7 @@ ROUTES: list[web.RouteDef] = [
     web.get("/v1/contracts/{contract}/{query:.*}", contracts.query_contract, allow_head=False),
     web.get("/metrics", metrics.get_metrics, allow_head=False),
     web.get("/v1/openapi.json", openapi.get_openapi, allow_head=False),
+    web.get("/ui/lottery/{project_id}", ui.get_lottery_page, allow_head=False),
 ]
 
 

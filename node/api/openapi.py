@@ -663,6 +663,18 @@ def _lottery_operations() -> Operations:
             },
             "errors": [400, 404],
         },
+        ("/ui/lottery/{project_id}", "get"): {
+            "summary": 'Live page of a draw for a big screen (docs/lottery.md, "Live view")',
+            "description": (
+                "One self-contained HTML page that follows /v1/events and the project's "
+                "queries; served for any well-formed id, it shows a project once created"
+            ),
+            "parameters": [project],
+            "responses": {
+                "200": _ok("The page", {"text/html": {"schema": {"type": "string"}}}),
+            },
+            "errors": [400],
+        },
     }
 
 
