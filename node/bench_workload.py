@@ -22,6 +22,7 @@ from node.transaction import sign_transaction
 BATCH_ANCHOR_EVERY: Final = 10  # `mixed`: one anchor_batch per this many calls
 BATCH_ANCHOR_COUNT: Final = 1_000  # items a benchmark anchor_batch claims to cover
 SIGN_CHUNK_TXS: Final = 5_000  # transactions per job handed to a signing process
+LOTTERY_ENTRIES_PER_CALL: Final = 10  # `lottery`: participants each add_participants lists
 
 Call = tuple[str, str, dict[str, Any]]  # contract, method, args
 
@@ -43,13 +44,24 @@ def mixed_call(salt: bytes, index: int) -> Call:
     return evidence_call(salt, index)
 
 
+def lottery_project(salt: bytes) -> str:
+    """The project a `lottery` run adds to (created and approved by node/bench.py)."""
+    return f"bench-{salt.hex()[:16]}"
+
+
+def lottery_call(salt: bytes, index: int) -> Call:
+    """`lottery.add_participants` of LOTTERY_ENTRIES_PER_CALL fresh entries to one open
+    project: a sponsor importing its list in small chunks, every call growing the list."""
+    first = index * LOTTERY_ENTRIES_PER_CALL
+    entries = [_digest(salt, first + n) for n in range(LOTTERY_ENTRIES_PER_CALL)]
+    return "lottery", "add_participants", {"project_id": lottery_project(salt), "entries": entries}
+
+
 WORKLOADS: Final[dict[str, Callable[[bytes, int], Call]]] = {
     "evidence": evidence_call,
     "mixed": mixed_call,
+    "lottery": lottery_call,
 }
-# Named by issue 5 but not written yet (the lottery needs projects set up and sealed):
-# refused with a clear message until then.
-PLANNED_WORKLOADS: Final = ("lottery",)
 # Workloads that need a setup step on the network first (node/bench.py runs it), and so
 # are signed by their own code rather than `presign`.
 SETUP_WORKLOADS: Final = ("invoice",)
@@ -107,8 +119,6 @@ def presign(
     Raises:
         WorkloadError: an unknown workload, or one whose contract does not exist yet.
     """
-    if workload in PLANNED_WORKLOADS:
-        raise WorkloadError(f"the {workload} workload is not written yet")
     if workload in SETUP_WORKLOADS:
         raise WorkloadError(f"the {workload} workload is set up and signed by chancery bench")
     if workload not in WORKLOADS:

@@ -35,7 +35,7 @@ def test_an_open_loop_run_on_a_prefilled_chain_reports_every_figure() -> None:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("workload", ["evidence", "invoice"])
+@pytest.mark.parametrize("workload", ["evidence", "invoice", "lottery"])
 def test_the_cli_writes_the_json_keys_issue_5_names(tmp_path: Path, workload: str) -> None:
     out = tmp_path / "bench.json"
     argv = ["bench", "--validators", "1", "--rate", "200", "--duration", "2", "--warmup", "1"]

@@ -5,20 +5,31 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from contracts import lottery
 from contracts.registry import builtin_registry
 from node.bench import TIMELINE_POINTS_MAX, LoadState, _thinned, _timeline
 from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
 from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics
-from node.bench_workload import WorkloadError, presign, seed_of
+from node.bench_workload import (
+    LOTTERY_ENTRIES_PER_CALL,
+    SignJob,
+    WorkloadError,
+    lottery_project,
+    presign,
+    seed_of,
+    sign_slice,
+)
 from node.crypto import DOMAIN_TX, SigningKey, verify
 from node.execution import BlockContext, execute_block
 from node.sealing import public_key_bytes
 from node.transaction import Transaction, decode_envelope
+from tests.contract_harness import ContractHarness
 from tests.unit.conftest import NO_HISTORY
 
 if TYPE_CHECKING:
@@ -98,11 +109,30 @@ def test_presigned_workloads_are_valid_distinct_and_spread_over_signers(workload
     assert methods == ({"anchor"} if workload == "evidence" else {"anchor", "anchor_batch"})
 
 
-def test_a_workload_without_its_contract_is_refused_by_name() -> None:
-    with pytest.raises(WorkloadError, match="lottery"):
-        presign("lottery", "c", [SigningKey.generate()], 1, 0, b"", 1)
-    with pytest.raises(WorkloadError, match="unknown"):
+def test_unknown_and_separately_signed_workloads_are_refused_by_name() -> None:
+    with pytest.raises(WorkloadError, match="unknown workload 'nonsense'"):
         presign("nonsense", "c", [SigningKey.generate()], 1, 0, b"", 1)
+    with pytest.raises(WorkloadError, match="invoice workload is set up and signed"):
+        presign("invoice", "c", [SigningKey.generate()], 1, 0, b"", 1)
+
+
+def test_lottery_workload_calls_grow_the_benchs_open_project(consortium: Consortium) -> None:
+    """Once the project is created and approved (as `chancery bench` does), every pre-signed
+    `add_participants` call commits and adds its own fresh entries."""
+    harness = ContractHarness(consortium, lottery)
+    salt = b"bench salt"
+    project = lottery_project(salt)
+    commit = {"sponsor_commit": hashlib.sha256(b"s").digest(), "rules": {}, "winners": 1}
+    create = {"project_id": project, "title": "t", "notary_org": "notary", **commit}
+    harness.ok("create", create, "enterprise-a")
+    approve = {"project_id": project, "notary_commit": hashlib.sha256(b"n").digest()}
+    harness.ok("approve", approve, "notary")
+    sponsor = seed_of(consortium.members["enterprise-a"])
+    job = SignJob("lottery", consortium.chain_id, (sponsor,), salt, 0, 30, harness.block_time)
+    transactions = [decode_envelope(envelope) for _, envelope in sign_slice(job)]
+    assert all(receipt.ok for receipt in harness.commit(transactions).receipts)
+    count = harness.query(f"projects/{project}")["count"]
+    assert count == 30 * LOTTERY_ENTRIES_PER_CALL
 
 
 def test_invoice_workload_transactions_commit_after_its_setup(consortium: Consortium) -> None:
