@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from node import bench_lottery
 from node.bench import BenchPlan, run_fresh
 from node.cli import main
 
@@ -48,3 +49,18 @@ def test_the_cli_writes_the_json_keys_issue_5_names(tmp_path: Path, workload: st
     assert figures["workload"] == workload and len(figures["nodes"]) == 1
     assert figures["refused"] == 0 and figures["not_committed"] == 0
     assert figures["committed_in_window"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_the_lottery_scale_run_draws_and_verifies_on_a_small_list(tmp_path: Path) -> None:
+    """`python -m node.bench_lottery` end to end at a small size: every step a real
+    `chancery lottery` command, the draw verified, participants checked, memory sampled."""
+    out = tmp_path / "lottery.json"
+    argv = ["--participants", "25000", "--winners", "5", "--validators", "1", "--checks", "2"]
+    assert bench_lottery.main([*argv, "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["participants"] == 25_000 and report["import_entries_per_s"] > 0
+    steps = ("create", "approve", "import", "seal", "reveal_sponsor", "reveal_notary", "draw")
+    assert list(report["phases"]) == [*steps, "draw_verify", "checks"]
+    for phase in report["phases"].values():
+        assert phase["seconds"] > 0 and len(phase["end_mb"]) == 1 and phase["end_mb"][0] > 0
