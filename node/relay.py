@@ -65,6 +65,10 @@ class TransactionRelay:
         self.admission = admission
         self.metrics = metrics
         self.flush_interval_ms = flush_interval_ms
+        # What this node admits from its clients goes to every peer; what it admits from a
+        # peer's batch does not (see `_admit_loop`), or each transaction would travel
+        # n - 1 times further and be decoded and refused as a duplicate everywhere.
+        admission.on_admitted = lambda txs: self.relay([tx.envelope for tx in txs])
         # A batch must fit in one frame whatever frame limit the operator configured.
         self.batch_bytes_max = min(
             RELAY_BATCH_BYTES_MAX, transport.frame_bytes_max - FRAME_OVERHEAD_BYTES
@@ -181,7 +185,7 @@ class TransactionRelay:
     async def _admit_loop(self) -> None:
         while True:
             peer_index, envelopes = await self._inbound.get()
-            results = await self.admission.admit_many(envelopes)
+            results = await self.admission.admit_many(envelopes, announce=False)
             self._record(peer_index, results)
 
     def _record(self, peer_index: int, results: Sequence[Any]) -> None:

@@ -86,7 +86,6 @@ class Consensus:
             on_message=lambda peer, raw: None,
         )
         relay = TransactionRelay(transport, services.admission, services.metrics)
-        services.admission.on_admitted = lambda txs: relay.relay([tx.envelope for tx in txs])
         sync = BlockSync(
             transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
         )
