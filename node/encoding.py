@@ -117,7 +117,9 @@ def unpackb_strict(data: bytes, *, require_canonical: bool = False) -> Any:
     try:
         obj = msgpack.unpackb(
             data,
-            object_pairs_hook=_unique_keys_map,
+            # The canonical check below refuses repeated keys itself (the map decodes
+            # smaller, so it re-encodes to other bytes): no Python call per map for it.
+            object_pairs_hook=None if require_canonical else _unique_keys_map,
             raw=False,
             strict_map_key=True,
             use_list=True,
@@ -128,10 +130,49 @@ def unpackb_strict(data: bytes, *, require_canonical: bool = False) -> Any:
         raise
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise EncodingError(f"not valid msgpack: {exc}") from None
-    _check_no_floats(obj, 0)
-    if require_canonical and canonical_packb(obj) != data:
+    if not require_canonical:
+        _check_no_floats(obj, 0)
+    elif not _canonical_tree(obj, 0) or msgpack.packb(obj, use_bin_type=True) != data:
         raise EncodingError("not in canonical form (map keys sorted, minimal encodings)")
     return obj
+
+
+def _canonical_tree(obj: Any, depth: int) -> bool:
+    """True if `obj`, as msgpack decoded it, is in canonical shape: every map's str keys in
+    ascending order as decoded, no float or timestamp anywhere, not nested too deeply.
+
+    With that, re-encoding `obj` as it is reproduces canonical bytes, so comparing them with
+    the input checks minimal encodings and unrepeated keys: one walk, no copy (the hot path
+    of every transaction body a node admits).
+
+    Raises:
+        EncodingError: a non-str key or a value the protocol does not allow (named).
+    """
+    kind = type(obj)
+    if kind is bytes or kind is str or kind is int or kind is bool or obj is None:
+        return True
+    if depth >= _STRUCTURE_DEPTH_MAX and obj:
+        raise EncodingError("structure nested too deeply")
+    if kind is dict:
+        previous: str | None = None
+        for key, value in obj.items():
+            if type(key) is not str:  # strict_map_key lets bin keys through
+                raise EncodingError(f"map key {key!r} is not a string")
+            # Decoded UTF-8 never holds a lone surrogate, so code point order is the order
+            # of the keys' UTF-8 bytes.
+            if previous is not None and key <= previous:
+                return False
+            previous = key
+            if not _canonical_tree(value, depth + 1):
+                return False
+        return True
+    if kind is list:
+        return all(_canonical_tree(item, depth + 1) for item in obj)
+    if kind is float:
+        raise EncodingError("floats are not allowed")
+    if kind is msgpack.Timestamp:  # ext type -1, decoded by msgpack itself
+        raise EncodingError("msgpack ext type -1 (timestamp) is not allowed")
+    raise EncodingError(f"type {kind.__name__} is not allowed")
 
 
 def _unique_keys_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:

@@ -313,3 +313,25 @@ def test_str_for_bytes_is_not_canonical() -> None:
     # A body must carry bytes as bin: the raw (str) family decodes to str, not bytes.
     assert unpackb_strict(b"\xa1a") == "a"
     assert unpackb_strict(b"\xc4\x01a", require_canonical=True) == b"a"
+
+
+@pytest.mark.parametrize("data", [b"\x82\xa1a\x01\xa1a\x02", b"\x91\x82\xa1b\xc0\xa1b\x01"])
+def test_repeated_map_keys_are_not_canonical(data: bytes) -> None:
+    with pytest.raises(EncodingError, match="canonical"):
+        unpackb_strict(data, require_canonical=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_the_canonical_check_accepts_exactly_the_canonical_encoding(value: Any) -> None:
+    """The one-walk check on decode agrees with the definition: bytes are canonical iff
+    encoding what they decode to canonically gives them back. `value` is written in its
+    own (insertion) key order, so many samples are unsorted and must be refused."""
+    data = msgpack.packb(value, use_bin_type=True)
+    expected = canonical_packb(msgpack.unpackb(data, raw=False)) == data
+    try:
+        unpackb_strict(data, require_canonical=True)
+    except EncodingError:
+        assert not expected
+    else:
+        assert expected
