@@ -29,7 +29,8 @@ from node.block import (
     Receipt,
     compute_receipts_root,
     compute_tx_root,
-    next_state_root,
+    encode_write_set,
+    state_root_after,
 )
 from node.transaction import Transaction
 
@@ -69,6 +70,7 @@ class BlockOutput:
     receipts: tuple[Receipt, ...]
     receipt_bytes: tuple[bytes, ...]
     writes: dict[bytes, bytes | None]
+    write_set: bytes  # `encode_write_set(writes)`: W_h, as hashed into state_root
     tx_root: bytes
     receipts_root: bytes
     state_root: bytes
@@ -166,11 +168,13 @@ def execute_block(
         signers.after_writes(writes)
         receipts.append(receipt)
     receipt_bytes = tuple(receipt.encode() for receipt in receipts)
+    write_set = encode_write_set(block_writes)  # hashed here, stored as is at commit
     return BlockOutput(
         receipts=tuple(receipts),
         receipt_bytes=receipt_bytes,
         writes=block_writes,
+        write_set=write_set,
         tx_root=compute_tx_root([tx.tx_id for tx in transactions]),
         receipts_root=compute_receipts_root(receipt_bytes),
-        state_root=next_state_root(parent_state_root, block_writes),
+        state_root=state_root_after(parent_state_root, write_set),
     )

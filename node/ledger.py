@@ -346,7 +346,7 @@ class Ledger:
         )
         require(problem is None, f"commit with an invalid certificate: {problem}")
         block = proposal.to_committed(certificate)
-        self.store.commit_block(block, proposal.output.writes)
+        self.store.commit_block(block, proposal.output.writes, proposal.output.write_set)
         return block
 
     def replay_certified_block(self, block: FetchedBlock) -> CommittedBlock:
@@ -395,7 +395,7 @@ class Ledger:
         batch (the blocks before a bad one were each proven on their own).
         """
         parent = self.tip()
-        proven: list[tuple[CommittedBlock, dict[bytes, bytes | None]]] = []
+        proven: list[tuple[CommittedBlock, dict[bytes, bytes | None], bytes]] = []
         rejection: ProposalRejected | None = None
         for block in blocks:
             try:
@@ -403,7 +403,8 @@ class Ledger:
             except ProposalRejected as refused:
                 rejection = refused
                 break
-            proven.append((committed, writes))
+            assert block.write_set is not None  # _prove refuses bare blocks
+            proven.append((committed, writes, block.write_set))
             header = committed.header
             parent = Parent(
                 header.height,
@@ -413,7 +414,7 @@ class Ledger:
                 self.store,
             )
         self.store.commit_blocks(proven)
-        return [committed for committed, _ in proven], rejection
+        return [committed for committed, _, _ in proven], rejection
 
     def _prove(
         self, block: FetchedBlock, parent: Parent

@@ -9,7 +9,10 @@ without end; it reconnects with `from_height` and misses nothing.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from node.block import CommittedBlock, Receipt, to_json_value
@@ -26,12 +29,17 @@ class CommittedTx:
     receipt: Receipt
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BlockEvent:
     """One committed block and its receipts, as published to subscribers."""
 
     block: CommittedBlock
     receipts: tuple[Receipt, ...]
+
+    @cached_property
+    def stream_bytes(self) -> bytes:
+        """The block's `text/event-stream` events, encoded once for every subscriber."""
+        return block_events(self.block, self.receipts)
 
 
 class Subscription:
@@ -115,6 +123,22 @@ class CommitNotifier:
                     future.set_exception(ChanceryError("node.unavailable", "node is shutting down"))
         self._waiters.clear()
         self._waiter_count = 0
+
+
+def sse_event(name: str, data: Any, event_id: int | None = None) -> str:
+    """One event in `text/event-stream` form (JSON data holds no newline)."""
+    lines = [f"event: {name}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+def block_events(block: CommittedBlock, receipts: Sequence[Receipt]) -> bytes:
+    """The `block` event of `block`, then one `tx` event per receipt (API.md)."""
+    parts = [sse_event("block", block_event_json(block), block.height)]
+    parts.extend(sse_event("tx", tx_event_json(block.height, r)) for r in receipts)
+    return "".join(parts).encode()
 
 
 def block_event_json(block: CommittedBlock) -> dict[str, Any]:

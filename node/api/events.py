@@ -11,17 +11,15 @@ reconnects with `Last-Event-ID` (or `from_height`) and misses nothing.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
 from node.api.keys import EVENT_STREAM_TASKS, SERVICES
 from node.api.params import parse_integer
-from node.block import CommittedBlock, Receipt
+from node.block import Receipt
 from node.invariants import require
-from node.notify import Subscription, block_event_json, tx_event_json
+from node.notify import Subscription, block_events
 from node.services import NodeServices
 
 KEEPALIVE_INTERVAL_S: Final = 15.0
@@ -32,22 +30,6 @@ SSE_HEADERS: Final = {
     "X-Accel-Buffering": "no",
 }
 KEEPALIVE: Final = b": keepalive\n\n"
-
-
-def sse_event(name: str, data: Any, event_id: int | None = None) -> str:
-    """One event in `text/event-stream` form (JSON data holds no newline)."""
-    lines = [f"event: {name}"]
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.append("data: " + json.dumps(data, separators=(",", ":")))
-    return "\n".join(lines) + "\n\n"
-
-
-def block_events(block: CommittedBlock, receipts: Sequence[Receipt]) -> bytes:
-    """The `block` event of `block`, then one `tx` event per receipt."""
-    parts = [sse_event("block", block_event_json(block), block.height)]
-    parts.extend(sse_event("tx", tx_event_json(block.height, r)) for r in receipts)
-    return "".join(parts).encode()
 
 
 def requested_start_height(request: web.Request) -> int | None:
@@ -93,7 +75,7 @@ async def _follow(
             await response.write(KEEPALIVE)
             continue
         if event.block.height == next_height:
-            await response.write(block_events(event.block, event.receipts))
+            await response.write(event.stream_bytes)
             next_height += 1
         # Older heights were sent already; a newer one is replayed from the store above.
 

@@ -10,7 +10,7 @@ import pytest
 from contracts.membership import lookup_signer
 from contracts.registry import builtin_registry
 from contracts.runtime import Arg, CallOutcome, Contract, ContractRegistry, Method, text
-from node.block import ContractEvent, Receipt, next_state_root
+from node.block import ContractEvent, Receipt, encode_write_set, next_state_root
 from node.crypto import SigningKey
 from node.execution import BlockContext, BlockOutput, OverlayState, execute_block
 from node.merkle import merkle_root
@@ -418,6 +418,7 @@ def test_state_root_chains_from_the_parent_root(harness: Harness) -> None:
     genesis_root = harness.root
     first = harness.run([harness.tx("admin", "add_member", add_member_args())])
     assert first.state_root == next_state_root(genesis_root, first.writes)
+    assert first.write_set == encode_write_set(first.writes)  # stored as hashed
     harness.apply(first)
     member = harness.consortium.members["enterprise-a"].public_key
     second = harness.run([harness.tx("admin", "revoke_member", {"public_key": member})])
