@@ -122,10 +122,13 @@ class Mempool:
         """Up to `count_max` pending transactions admitted more than `older_than_s` ago."""
         cutoff = time.monotonic() - older_than_s
         found: list[Transaction] = []
-        for tx_id, tx in [*self._proposed.items(), *self._queued.items()]:
-            if len(found) >= count_max:
+        # admitted_at_s is in admission order, so oldest first: stop at the first one too
+        # young instead of walking (and copying) the whole mempool every round.
+        for tx_id, admitted_at in self.admitted_at_s.items():
+            if admitted_at >= cutoff or len(found) >= count_max:
                 break
-            if self.admitted_at_s.get(tx_id, cutoff) < cutoff:
+            tx = self.get(tx_id)
+            if tx is not None:
                 found.append(tx)
         return found
 

@@ -16,3 +16,13 @@ def dumps(value: Any) -> str:
 
 def json_response(value: Any, status: int = 200) -> web.Response:
     return web.json_response(value, status=status, dumps=dumps)
+
+
+def _dumps_json_ready(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def json_ready_response(value: Any, status: int = 200) -> web.Response:
+    """A response for a value that holds no bytes already (no hex walk): the batch route's
+    thousands of results."""
+    return web.json_response(value, status=status, dumps=_dumps_json_ready)

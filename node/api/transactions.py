@@ -13,8 +13,8 @@ from node.admission import AdmissionResult
 from node.api.body import JSON, MSGPACK, decode_json, read_body, require_media_type
 from node.api.keys import SERVICES
 from node.api.params import malformed, parse_hash_hex, query_boolean, query_choice, query_integer
-from node.api.responses import json_response
-from node.block import Receipt, receipt_to_json
+from node.api.responses import json_ready_response, json_response
+from node.block import Receipt, receipt_to_json, to_json_value
 from node.errors import ChanceryError
 from node.metrics import NodeMetrics
 from node.notify import CommittedTx
@@ -170,7 +170,7 @@ def _error_tx_id(services: NodeServices, item: Any) -> str | None:
 def _batch_result_json(services: NodeServices, item: Any, result: Any) -> dict[str, Any]:
     if isinstance(result, Transaction):
         return {"tx_id": result.tx_id.hex(), "status": "pending"}
-    error = result.to_json()
+    error = to_json_value(result.to_json())
     return {"tx_id": _error_tx_id(services, item), "error": error["error"]}
 
 
@@ -194,7 +194,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     admitted = iter(await services.admission.admit_many(candidates))
     results = [item if isinstance(item, ChanceryError) else next(admitted) for item in items]
     record_admission(services.metrics, results)
-    return json_response(
+    return json_ready_response(
         [
             _batch_result_json(services, item, result)
             for item, result in zip(items, results, strict=True)

@@ -244,3 +244,24 @@ def test_take_batch_takes_the_longest_fifo_prefix_within_limits(
     assert pool.queued_count == count - len(batch)
     assert len(pool) == count
     assert pool.take_batch(100, HUGE) == queued[len(batch) :]
+
+
+def test_oldest_pending_takes_the_oldest_first_queued_or_proposed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-relay picks what has waited longest, whether proposed meanwhile or not, and
+    stops at the first one admitted too recently."""
+    clock = [100.0]
+    monkeypatch.setattr("node.mempool.time.monotonic", lambda: clock[0])
+    pool = Mempool(txs_max=100, bytes_max=1 << 20)
+    transactions = [make_tx(nonce) for nonce in range(5)]
+    for tx in transactions:
+        pool.add(tx)
+        clock[0] += 1.0  # admitted at 100, 101, 102, 103, 104
+    pool.take_batch(2, 1 << 20)  # the two oldest are proposed now
+    clock[0] = 108.5  # ages 8.5, 7.5, 6.5, 5.5, 4.5
+    assert pool.oldest_pending(5.0, 10) == transactions[:4]
+    assert pool.oldest_pending(5.0, 3) == transactions[:3]
+    assert pool.oldest_pending(9.0, 10) == []
+    pool.remove_committed([transactions[0].tx_id])
+    assert pool.oldest_pending(5.0, 10) == transactions[1:4]
