@@ -24,6 +24,13 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import tomli_w
 
+from node.storage import (
+    LEVELDB_CACHE_BYTES,
+    LEVELDB_MAX_OPEN_FILES,
+    LEVELDB_TABLE_BYTES,
+    LEVELDB_WRITE_BUFFER_BYTES,
+)
+
 __all__ = [
     "CONFIG_FILE_NAME",
     "ENV_PREFIX",
@@ -166,6 +173,16 @@ class CryptoSection:
 
 
 @dataclass(frozen=True)
+class StorageSection:
+    """``[storage]``: LevelDB sizing (node/storage.py says why each default is what it is)."""
+
+    cache_bytes: int = _setting(LEVELDB_CACHE_BYTES, lo=0)
+    write_buffer_bytes: int = _setting(LEVELDB_WRITE_BUFFER_BYTES, lo=64 * 1024)
+    max_open_files: int = _setting(LEVELDB_MAX_OPEN_FILES, lo=64)
+    table_bytes: int = _setting(LEVELDB_TABLE_BYTES, lo=1 * _MIB)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A node's complete, validated configuration.
 
@@ -179,6 +196,7 @@ class NodeConfig:
     mempool: MempoolSection
     consensus: ConsensusSection
     crypto: CryptoSection
+    storage: StorageSection
 
     @property
     def key_path(self) -> Path:

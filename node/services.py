@@ -135,7 +135,15 @@ def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServ
     genesis, key, identity = keys.genesis, keys.key, keys.identity
     check_frame_fits_blocks(config.p2p.frame_bytes_max, genesis.params.max_block_bytes)
     registry = builtin_registry()
-    store = ChainStore.open(config.data_path, genesis)
+    storage = config.storage
+    store = ChainStore.open(
+        config.data_path,
+        genesis,
+        cache_bytes=storage.cache_bytes,
+        write_buffer_bytes=storage.write_buffer_bytes,
+        max_open_files=storage.max_open_files,
+        table_bytes=storage.table_bytes,
+    )
     mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
     verifier = SignatureVerifier(config.crypto.verify_threads, config.crypto.verify_chunk_size)
     admission = Admission(

@@ -16,6 +16,7 @@ from node.config import (
     NodeSection,
     P2pSection,
     PeerAddress,
+    StorageSection,
     config_to_toml,
     default_config,
     load_config,
@@ -66,6 +67,7 @@ def test_round_trip_non_default_values(tmp_path: Path) -> None:
         mempool=MempoolSection(txs_max=5),
         consensus=ConsensusSection(batch_interval_ms=0),
         crypto=CryptoSection(verify_threads=8),
+        storage=StorageSection(max_open_files=100, table_bytes=4 * 1024 * 1024),
     )
     loaded = load(tmp_path, config_to_toml(config))
     assert loaded == config
@@ -309,3 +311,19 @@ def test_a_frame_too_small_for_the_genesis_blocks_is_refused_by_name() -> None:
     check_frame_fits_blocks(block_bytes + SYNC_RESPONSE_HEADROOM_BYTES, block_bytes)
     with pytest.raises(NodeSetupError, match=r"p2p\.frame_bytes_max"):
         check_frame_fits_blocks(block_bytes, block_bytes)
+
+
+def test_the_example_config_loads_and_states_every_default(tmp_path: Path) -> None:
+    """configs/node.example.toml documents every key: it loads, and every section other
+    than the per-node ones holds exactly the defaults."""
+    example = Path(__file__).parents[2] / "configs" / "node.example.toml"
+    config = load(tmp_path, example.read_text())
+    assert config.storage == StorageSection()
+    assert config.mempool == MempoolSection() and config.consensus == ConsensusSection()
+    assert config.crypto == CryptoSection()
+
+
+def test_storage_sizing_is_overridable_from_the_environment(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL, {"CHANCERY_STORAGE_MAX_OPEN_FILES": "1000"})
+    assert config.storage.max_open_files == 1000
+    assert "max_open_files" in load_error(tmp_path, MINIMAL + "[storage]\nmax_open_files = 3\n")
