@@ -189,6 +189,10 @@ class ChainStore:
         self.state_root = last.header.state_root
         self.last_block_hash = last.block_hash
 
+    def compact(self) -> None:
+        """Compact the whole database now (blocking): for tools that wrote a chain in bulk."""
+        self._db.compact_range()
+
     def get(self, key: bytes) -> bytes | None:
         """Committed state by full key (`StateReader`)."""
         return self._db.get(STATE_PREFIX + key)
