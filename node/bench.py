@@ -92,6 +92,8 @@ class NodeFigures:
     # RSS through the window, at most TIMELINE_POINTS_MAX evenly spaced readings: a flat
     # line or a climb, which start/end/peak alone cannot tell apart from a late spike.
     rss_series_mb: list[float] = field(default_factory=list)
+    # The heap alone (RssAnon): RSS also counts table files LevelDB maps while reading.
+    anonymous_series_mb: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,7 @@ def _figures(
             view_changes=int(node.delta("chancery_view_changes_total")),
             height=int(node.last.get("chancery_block_height", 0)),
             rss_series_mb=_thinned([round(rss / MB, 1) for _, rss in node.rss_series]),
+            anonymous_series_mb=_thinned([round(b / MB, 1) for _, b in node.anonymous_series]),
         )
         for index, node in enumerate(samples)
     ]
@@ -520,11 +523,13 @@ def print_result(result: BenchResult) -> None:
             for w in reversed(worst)
         )
         print(f"  worst seconds    {listed}")
-    print("  node  cpu %   rss start/end/peak MB   height")
+    print("  node  cpu %   rss start/end/peak MB   heap start/end MB   height")
     for node in result.nodes:
+        heap = node.anonymous_series_mb or [0.0]
         print(
             f"  {node.index:>4}  {node.cpu_percent:>5.0f}   {node.rss_start_mb:>6.0f} /"
-            f" {node.rss_end_mb:>5.0f} / {node.rss_peak_mb:>5.0f}       {node.height}"
+            f" {node.rss_end_mb:>5.0f} / {node.rss_peak_mb:>5.0f}   {heap[0]:>7.0f} /"
+            f" {heap[-1]:>5.0f}       {node.height}"
         )
 
 

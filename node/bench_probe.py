@@ -22,6 +22,7 @@ SCRAPED: Final = frozenset(
     {
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        "chancery_process_anonymous_memory_bytes",
         "chancery_view_changes_total",
         "chancery_block_height",
     }
@@ -49,6 +50,7 @@ class NodeSamples:
     last_at: float = 0.0
     rss_peak_bytes: float = 0.0
     rss_series: list[tuple[float, float]] = field(default_factory=list)  # (at, bytes)
+    anonymous_series: list[tuple[float, float]] = field(default_factory=list)  # (at, bytes)
 
     def record(self, values: dict[str, float], at: float) -> None:
         if not self.first:
@@ -57,6 +59,8 @@ class NodeSamples:
         rss = values.get("process_resident_memory_bytes", 0.0)
         self.rss_peak_bytes = max(self.rss_peak_bytes, rss)
         self.rss_series.append((at, rss))
+        anonymous = values.get("chancery_process_anonymous_memory_bytes", 0.0)
+        self.anonymous_series.append((at, anonymous))
 
     def delta(self, name: str) -> float:
         return self.last.get(name, 0.0) - self.first.get(name, 0.0)

@@ -25,6 +25,21 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 PEER_RTT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+PROC_STATUS_PATH = "/proc/self/status"
+
+
+def anonymous_rss_bytes() -> float:
+    """`RssAnon` of this process from /proc (Linux); 0 where there is no such file."""
+    try:
+        with open(PROC_STATUS_PATH, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return float(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return 0.0
+
+
 class NodeMetrics:
     """Every metric the node exports, created once per node."""
 
@@ -36,6 +51,14 @@ class NodeMetrics:
         # process_cpu_seconds_total, process_resident_memory_bytes...: what `chancery bench`
         # and operators read to see a node's CPU and memory.
         ProcessCollector(registry=r)
+        # Resident memory counts the pages of files LevelDB maps while it reads tables
+        # (reclaimable, and large during a compaction); the heap is what can leak.
+        self.anonymous_memory = Gauge(
+            "chancery_process_anonymous_memory_bytes",
+            "Anonymous resident memory (RssAnon): the heap, without mapped files",
+            registry=r,
+        )
+        self.anonymous_memory.set_function(anonymous_rss_bytes)
         self.block_height = Gauge(
             "chancery_block_height", "Height of the last committed block", registry=r
         )

@@ -27,6 +27,7 @@ from node.bench_workload import (
 )
 from node.crypto import DOMAIN_TX, SigningKey, verify
 from node.execution import BlockContext, execute_block
+from node.metrics import NodeMetrics
 from node.sealing import public_key_bytes
 from node.transaction import Transaction, decode_envelope
 from tests.contract_harness import ContractHarness
@@ -39,6 +40,7 @@ EXPOSITION = """# HELP process_cpu_seconds_total Total user and system CPU time 
 # TYPE process_cpu_seconds_total counter
 process_cpu_seconds_total 12.5
 process_resident_memory_bytes 1.048576e+08
+chancery_process_anonymous_memory_bytes 5.24288e+07
 chancery_view_changes_total 3.0
 chancery_block_height 42.0
 chancery_rejected_txs_total{code="tx.duplicate"} 7.0
@@ -49,9 +51,17 @@ def test_metrics_are_read_from_the_exposition() -> None:
     assert parse_metrics(EXPOSITION) == {
         "process_cpu_seconds_total": 12.5,
         "process_resident_memory_bytes": 104857600.0,
+        "chancery_process_anonymous_memory_bytes": 52428800.0,
         "chancery_view_changes_total": 3.0,
         "chancery_block_height": 42.0,
     }
+
+
+def test_a_node_exports_its_heap_apart_from_mapped_files() -> None:
+    """The bench reads RssAnon beside RSS: on Linux it is the heap, never above RSS."""
+    metrics = parse_metrics(NodeMetrics().render().decode())
+    heap = metrics["chancery_process_anonymous_memory_bytes"]
+    assert 0 < heap <= metrics["process_resident_memory_bytes"]
 
 
 def test_node_samples_give_cpu_share_and_peak_memory() -> None:
