@@ -65,7 +65,7 @@ LEVELDB_BLOOM_FILTER_BITS: Final = 10
 LEVELDB_COMPRESSION: Final = None
 # Each open table keeps its index and bloom filter in memory; a lookup that reaches a table
 # LevelDB had to close reads and parses them again. LevelDB's default of 1,000 tables
-# (2 MB each) covers 2 GB: a chain of 10 million transactions is about 14 GB per node.
+# (2 MB each) covers 2 GB: a chain of 10 million transactions is 5 GB per node, compacted.
 LEVELDB_MAX_OPEN_FILES: Final = 5000
 # LevelDB's default 2 MB tables make tens of thousands of files on an old chain.
 LEVELDB_TABLE_BYTES: Final = 32 * 1024 * 1024
