@@ -126,8 +126,7 @@ class Admission:
 
     def check_new(self, tx: Transaction) -> None:
         """Raises: ChanceryError `tx.duplicate` (details name its status) if seen before."""
-        # has_tx reads only the index key; the record is decoded only for the error's height.
-        record = self.store.get_tx(tx.tx_id) if self.store.has_tx(tx.tx_id) else None
+        record = self.store.get_tx(tx.tx_id)
         if record is not None:
             raise ChanceryError(
                 "tx.duplicate",
