@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from node.bench_probe import parse_metrics
+from node.bench_probe import NodeSamples, parse_metrics
 from node.localnet import LocalNetwork
 
 PARTICIPANTS_DEFAULT: Final = 10_000_000
@@ -41,7 +41,7 @@ PROJECT: Final = "bench-draw"
 SPONSOR: Final = "enterprise-a"
 NOTARY: Final = "notary"
 STEP_TIMEOUT_MS: Final = 60_000  # the node caps a commit wait at a minute
-RSS_METRIC: Final = "process_resident_memory_bytes"
+MB: Final = 1024 * 1024
 
 
 def identity(n: int) -> str:
@@ -61,26 +61,28 @@ def write_participants(path: Path, count: int) -> None:
 
 @dataclass
 class MemoryLog:
-    """Every node's RSS, sampled in a background thread, with named marks in time."""
+    """Every node's RSS (`NodeSamples`, as `chancery bench` keeps them), sampled in a
+    background thread, with named marks in time."""
 
     urls: list[str]
-    samples: list[tuple[float, list[float]]] = field(default_factory=list)
+    nodes: list[NodeSamples] = field(default_factory=list)
     marks: list[tuple[str, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def read(self) -> list[float]:
-        values = []
-        for url in self.urls:
+    def __post_init__(self) -> None:
+        self.nodes = [NodeSamples(url) for url in self.urls]
+
+    def read(self) -> None:
+        for node in self.nodes:
             try:
-                with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
-                    values.append(parse_metrics(answer.read().decode()).get(RSS_METRIC, 0.0))
+                with urllib.request.urlopen(f"{node.url}/metrics", timeout=5) as answer:
+                    node.record(parse_metrics(answer.read().decode()), time.monotonic())
             except OSError:
-                values.append(0.0)  # a node busy past the timeout is read on the next round
-        return values
+                continue  # a node busy past the timeout is read on the next round
 
     def run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self.read()))
+            self.read()
             self._stop.wait(SAMPLE_INTERVAL_S)
 
     def start(self) -> threading.Thread:
@@ -94,18 +96,25 @@ class MemoryLog:
     def mark(self, name: str) -> None:
         self.marks.append((name, time.monotonic()))
 
+    def rss_at(self, node: NodeSamples, at: float) -> float | None:
+        """The node's last RSS reading at or before `at`, in MB."""
+        before = [rss for when, rss in node.rss_series if when <= at]
+        return round(before[-1] / MB, 1) if before else None
+
     def between(self, start: float, end: float) -> dict[str, list[float]]:
         """Per node: RSS at (just before) `start`, at `end`, and the peak in between, MB."""
-        inside = [values for at, values in self.samples if start <= at <= end]
-        before = [values for at, values in self.samples if at <= start] or inside[:1]
-        after = [values for at, values in self.samples if at <= end] or inside[-1:]
-        mb = 1 / 2**20
-        nodes = range(len(self.urls))
-        return {
-            "start_mb": [round(before[-1][i] * mb, 1) for i in nodes] if before else [],
-            "end_mb": [round(after[-1][i] * mb, 1) for i in nodes] if after else [],
-            "peak_mb": [round(max(v[i] for v in inside) * mb, 1) for i in nodes] if inside else [],
-        }
+        figures: dict[str, list[float]] = {"start_mb": [], "end_mb": [], "peak_mb": []}
+        for node in self.nodes:
+            inside = [rss for when, rss in node.rss_series if start <= when <= end]
+            first = self.rss_at(node, start)
+            last = self.rss_at(node, end)
+            if first is not None or inside:
+                figures["start_mb"].append(first if first is not None else round(inside[0] / MB, 1))
+            if last is not None:
+                figures["end_mb"].append(last)
+            if inside:
+                figures["peak_mb"].append(round(max(inside) / MB, 1))
+        return figures
 
 
 class LotteryRun:
@@ -212,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         memory.stop()
         network.stop_all()
-    milestones = import_milestones(memory, draw, args.participants)
+    milestones = import_milestones(memory, args.participants)
     total_s = sum(phase["seconds"] for phase in draw.phases.values())
     return {
         "validators": args.validators,
@@ -226,16 +235,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def import_milestones(memory: MemoryLog, draw: LotteryRun, count: int) -> list[dict[str, Any]]:
+def import_milestones(memory: MemoryLog, count: int) -> list[dict[str, Any]]:
     """RSS per node at (about) every million entries, assuming a steady import rate."""
     marks = dict(memory.marks)
     start, end = marks["import:start"], marks["import:end"]
     rows = []
     for entries in range(MILESTONE_ENTRIES, count + 1, MILESTONE_ENTRIES):
         at = start + (end - start) * entries / count
-        before = [values for when, values in memory.samples if when <= at]
-        if before:
-            rows.append({"entries": entries, "rss_mb": [round(v / 2**20, 1) for v in before[-1]]})
+        readings = [memory.rss_at(node, at) for node in memory.nodes]
+        if all(rss is not None for rss in readings):
+            rows.append({"entries": entries, "rss_mb": readings})
     return rows
 
 
