@@ -4,7 +4,8 @@ Starts a fresh local network of `--validators N` real node processes, each with 
 LevelDB directory (or targets a running one with `--network network.json`), pre-signs the
 whole workload in worker processes before timing starts, then drives load through the
 batch route spread over every node: open loop at `--rate R` tx/s, or closed loop at the
-maximum (`--concurrency` batch requests in flight per node). After `--warmup` seconds it
+maximum (about `--backlog` transactions submitted and not yet committed: each client sends
+a batch, waits until it is committed, then sends the next). After `--warmup` seconds it
 measures for `--duration` seconds, from the outside: committed tx/s and blocks/s from a
 node's event stream, commit latency (submit to commit) p50/p90/p99/max, average block
 size, view changes, and each node's CPU and peak resident memory from its `/metrics`.
@@ -47,7 +48,14 @@ from node.localnet import LocalNetwork
 from node.testnet import Testnet, load_network
 
 BATCH_DEFAULT: Final = 500
-CONCURRENCY_DEFAULT: Final = 2  # closed loop: batch requests in flight per node
+# Closed loop: transactions submitted and not yet committed. Enough for the pipeline to
+# never run dry (two full blocks of 2,000 and the admissions behind them), not so many
+# that latency is mostly queueing: latency = backlog / throughput (Little's law).
+BACKLOG_DEFAULT: Final = 6_000
+# A closed-loop client whose batch never commits gives up on it after this long.
+COMMIT_WAIT_S: Final = 30.0
+# A closed-loop client whose whole batch was refused (mempool full) pauses this long.
+REFUSED_PAUSE_S: Final = 0.2
 DURATION_S_DEFAULT: Final = 20.0
 WARMUP_S_DEFAULT: Final = 5.0
 # Pre-signed budget per second of run when --txs is not given (closed loop), by size.
@@ -75,7 +83,7 @@ class BenchPlan:
     duration_s: float
     warmup_s: float
     batch: int
-    concurrency: int
+    backlog: int  # closed loop: transactions in flight, submitted and not yet committed
     txs: int | None  # pre-signed budget; None: sized from the run's length
 
 
@@ -135,6 +143,7 @@ class BenchResult:
     timeline: list[TimelineSecond] = field(default_factory=list)
     prefilled_txs: int = 0
     prefill_s: float = 0.0
+    backlog_txs: int | None = None  # closed loop only
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,19 +211,35 @@ async def _closed_loop(
     session: aiohttp.ClientSession,
     urls: Sequence[str],
     batches: Batches,
-    concurrency: int,
+    plan: BenchPlan,
+    log: CommitLog,
     end_at: float,
     state: LoadState,
 ) -> None:
-    async def worker(url: str) -> None:
+    """A fixed backlog (Hyperledger Caliper's `fixed-backlog`): `plan.backlog / plan.batch`
+    clients spread over the nodes, each submitting a batch and waiting for its commit.
+
+    Waiting for the commit, not for admission, is what makes the loop closed: a client
+    that only waits for admission floods the mempool with work the network cannot commit
+    and measures the queue, not the ledger."""
+
+    async def client(url: str) -> None:
         while time.monotonic() < end_at:
             batch = batches.take()
             if batch is None:
                 state.ran_out = True
                 return
             await _post_batch(session, url, batch, state)
+            admitted = [tx_id for tx_id, _ in batch if tx_id not in state.refused]
+            if not admitted:
+                await asyncio.sleep(REFUSED_PAUSE_S)
+                continue
+            deadline = min(end_at, time.monotonic() + COMMIT_WAIT_S)
+            await log.wait_committed(admitted, deadline)
 
-    await asyncio.gather(*(worker(url) for url in urls for _ in range(concurrency)))
+    clients = max(len(urls), -(-plan.backlog // plan.batch))
+    targets = _round_robin(urls)
+    await asyncio.gather(*(client(next(targets)) for _ in range(clients)))
 
 
 async def _open_loop(
@@ -274,7 +299,7 @@ async def measure(
         window_start = started_at + plan.warmup_s
         window_end = window_start + plan.duration_s
         if plan.rate is None:
-            load = _closed_loop(session, urls, batches, plan.concurrency, window_end, state)
+            load = _closed_loop(session, urls, batches, plan, log, window_end, state)
         else:
             load = _open_loop(session, urls, batches, plan.rate, plan.batch, window_end, state)
         loading = asyncio.create_task(load)
@@ -350,6 +375,7 @@ def _figures(
         ran_out_of_signed=state.ran_out,
         nodes=nodes,
         timeline=_timeline(state, log, in_window, window_start, plan.duration_s),
+        backlog_txs=plan.backlog if plan.rate is None else None,
     )
 
 
@@ -498,7 +524,11 @@ def run_fresh(validators: int, plan: BenchPlan, prefill_txs: int = 0) -> BenchRe
 
 
 def print_result(result: BenchResult) -> None:
-    offered = f"{result.offered_tps:,.0f} tx/s offered" if result.offered_tps else "max"
+    offered = (
+        f"{result.offered_tps:,.0f} tx/s offered"
+        if result.offered_tps
+        else f"max, backlog {result.backlog_txs:,} txs"
+    )
     print(f"validators {result.validators}, workload {result.workload}, {result.mode} ({offered})")
     if result.prefilled_txs:
         print(f"  on a chain prefilled with {result.prefilled_txs:,} transactions")
@@ -572,10 +602,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=WARMUP_S_DEFAULT, help="unmeasured s first")
     parser.add_argument("--batch", type=int, default=BATCH_DEFAULT, help="envelopes per request")
     parser.add_argument(
-        "--concurrency",
+        "--backlog",
         type=int,
-        default=CONCURRENCY_DEFAULT,
-        help="closed loop: batch requests in flight per node",
+        default=BACKLOG_DEFAULT,
+        metavar="TXS",
+        help="closed loop: transactions submitted and not yet committed",
     )
     parser.add_argument("--txs", type=int, help="transactions to pre-sign (default: sized)")
     parser.add_argument("--sweep", action="store_true", help="N = 1, 4, 7 at several rates")
@@ -592,7 +623,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark `args` describe; prints the figures. Exit 0, or 2 if it cannot run."""
     plan = BenchPlan(
-        args.workload, args.rate, args.duration, args.warmup, args.batch, args.concurrency, args.txs
+        args.workload, args.rate, args.duration, args.warmup, args.batch, args.backlog, args.txs
     )
     try:
         if args.sweep:

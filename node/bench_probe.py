@@ -94,6 +94,30 @@ class CommitLog:
 
     committed_at: dict[bytes, float] = field(default_factory=dict)
     blocks: list[tuple[float, int, int]] = field(default_factory=list)  # (at, height, txs)
+    # Set, and replaced by a fresh one, on every block: whoever waits holds the old one.
+    _block_seen: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def record_block(self, at: float, height: int, tx_ids: list[bytes]) -> None:
+        for tx_id in tx_ids:
+            self.committed_at[tx_id] = at
+        self.blocks.append((at, height, len(tx_ids)))
+        seen, self._block_seen = self._block_seen, asyncio.Event()
+        seen.set()
+
+    async def wait_committed(self, tx_ids: list[bytes], deadline: float) -> int:
+        """Wait until every one of `tx_ids` is committed or the monotonic `deadline`
+        passes; returns how many are still not committed."""
+        pending = [tx_id for tx_id in tx_ids if tx_id not in self.committed_at]
+        while pending:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._block_seen.wait(), left_s)
+            except TimeoutError:
+                break
+            pending = [tx_id for tx_id in pending if tx_id not in self.committed_at]
+        return len(pending)
 
 
 async def follow_blocks(
@@ -118,7 +142,5 @@ async def follow_blocks(
 
 
 def _record_block(block: dict[str, Any], log: CommitLog) -> None:
-    now = time.monotonic()
-    for tx_id in block["tx_ids"]:
-        log.committed_at[bytes.fromhex(tx_id)] = now
-    log.blocks.append((now, block["height"], len(block["tx_ids"])))
+    tx_ids = [bytes.fromhex(tx_id) for tx_id in block["tx_ids"]]
+    log.record_block(time.monotonic(), block["height"], tx_ids)

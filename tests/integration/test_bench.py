@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.timeout(180)
 def test_an_open_loop_run_on_a_prefilled_chain_reports_every_figure() -> None:
     plan = BenchPlan(
-        "evidence", rate=300.0, duration_s=3.0, warmup_s=1.0, batch=50, concurrency=1, txs=None
+        "evidence", rate=300.0, duration_s=3.0, warmup_s=1.0, batch=50, backlog=50, txs=None
     )
     result = run_fresh(1, plan, prefill_txs=2_500)  # three prefilled blocks
     assert result.validators == 1 and result.mode == "open loop"

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -200,3 +202,21 @@ def test_invoice_workload_transactions_commit_after_its_setup(consortium: Consor
         transactions = [decode_envelope(envelope) for _, envelope in signed]
         assert [tx.tx_id for tx in transactions] == [tx_id for tx_id, _ in signed]
         assert commit(height, transactions) == [True] * 3
+
+
+async def test_waiting_for_commits_ends_when_the_last_one_is_in_a_block() -> None:
+    log = CommitLog()
+    waiter = asyncio.create_task(log.wait_committed([b"a", b"b"], time.monotonic() + 5))
+    await asyncio.sleep(0)
+    log.record_block(1.0, 7, [b"a"])
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    log.record_block(2.0, 8, [b"x", b"b"])
+    assert await waiter == 0
+    assert log.blocks == [(1.0, 7, 1), (2.0, 8, 2)]
+
+
+async def test_waiting_for_commits_gives_up_at_the_deadline() -> None:
+    log = CommitLog()
+    log.record_block(1.0, 7, [b"a"])
+    assert await log.wait_committed([b"a", b"never"], time.monotonic() + 0.05) == 1
