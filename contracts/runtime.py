@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import msgpack
+import ormsgpack
 
 ROLES: Final = frozenset({"notary", "tax_office", "enterprise", "auditor"})
 IDENTIFIER_PATTERN: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -48,7 +49,22 @@ def scoped_key(contract: str, key: bytes) -> bytes:
 
 
 def encode_record(record: Any) -> bytes:
-    """Encode a state record as canonical msgpack (contracts build dicts; keys get sorted)."""
+    """Encode a state record as canonical msgpack (contracts build dicts; keys get sorted).
+
+    ormsgpack sorts str keys by their UTF-8 bytes and writes every value in its shortest
+    form, which is the canonical encoding (a property test holds it to the definition
+    below); what it will not encode (a non-str key, an int beyond 64 bits) takes the
+    definition itself, so the bytes never depend on which path ran.
+    """
+    try:
+        return ormsgpack.packb(record, option=ormsgpack.OPT_SORT_KEYS)
+    except ormsgpack.MsgpackEncodeError:
+        return encode_record_reference(record)
+
+
+def encode_record_reference(record: Any) -> bytes:
+    """The definition `encode_record` follows: msgpack of the value with every map's
+    keys sorted (bin for bytes)."""
     return msgpack.packb(_sorted(record), use_bin_type=True)
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.runtime import encode_record, encode_record_reference
 from node.encoding import EncodingError, canonical_packb, unpackb_strict
 
 INT64_MIN = -(2**63)
@@ -335,3 +336,34 @@ def test_the_canonical_check_accepts_exactly_the_canonical_encoding(value: Any) 
         assert not expected
     else:
         assert expected
+
+
+record_values = st.recursive(
+    leaves | st.floats(allow_nan=False),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.lists(children, max_size=5).map(tuple)
+        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500)
+@given(record_values)
+def test_state_records_encode_exactly_as_the_definition_says(value: Any) -> None:
+    """The C encoder behind `encode_record` gives the bytes of the sorted-keys definition."""
+    assert encode_record(value) == encode_record_reference(value)
+
+
+@pytest.mark.parametrize(
+    "value", [{b"bin-key": 1, b"a": 2}, {"big": 2**64}, [{"n": -(2**63) - 1}], {1: "int key"}]
+)
+def test_records_the_c_encoder_refuses_take_the_definition(value: Any) -> None:
+    try:
+        expected = encode_record_reference(value)
+    except (OverflowError, TypeError) as exc:
+        with pytest.raises(type(exc)):
+            encode_record(value)
+    else:
+        assert encode_record(value) == expected
