@@ -57,6 +57,11 @@ class Mempool:
     def get(self, tx_id: bytes) -> Transaction | None:
         return self._queued.get(tx_id) or self._proposed.get(tx_id)
 
+    @property
+    def is_full(self) -> bool:
+        """At a cap: nothing more can be admitted until a block commits."""
+        return len(self) >= self.txs_max or self._bytes >= self.bytes_max
+
     def has_room(self, count: int, size_bytes: int) -> bool:
         """Whether `count` more transactions of `size_bytes` in all would fit now."""
         return len(self) + count <= self.txs_max and self._bytes + size_bytes <= self.bytes_max

@@ -490,7 +490,7 @@ def _transaction_operations(api: ApiSection) -> Operations:
                     _json_content({"type": "array", "items": ref("BatchResult")}),
                 ),
             },
-            "errors": [400, 413, 415],
+            "errors": [400, 413, 415, 429],
         },
         ("/v1/transactions/{tx_id}", "get"): {
             "summary": "A pending or committed transaction, or its proof bundle",

@@ -16,6 +16,7 @@ from node.api.params import malformed, parse_hash_hex, query_boolean, query_choi
 from node.api.responses import json_ready_response, json_response
 from node.block import Receipt, receipt_to_json, to_json_value
 from node.errors import ChanceryError
+from node.mempool import mempool_full
 from node.metrics import NodeMetrics
 from node.notify import CommittedTx
 from node.proof import build_tx_proof
@@ -77,6 +78,7 @@ async def submit_transaction(request: web.Request) -> web.Response:
     timeout_ms = query_integer(
         request.query, "timeout_ms", api.commit_timeout_ms_default, 1, api.commit_timeout_ms_max
     )
+    _refuse_when_full(services)
     envelope = await _read_single_envelope(request, services)
     if wait == "none":
         tx = await _admit(services, envelope)
@@ -95,6 +97,21 @@ async def submit_transaction(request: web.Request) -> web.Response:
     finally:
         services.notifier.remove_waiter(tx_id, future)
     return json_response(committed_json(committed))
+
+
+def _refuse_when_full(services: NodeServices) -> None:
+    """Refuse a submission to a full mempool before its body is read or decoded.
+
+    Under overload every refusal must be cheap: decoding a batch of envelopes only to
+    refuse each of them costs the event loop milliseconds that consensus messages wait
+    behind (docs/performance.md, the overload runs).
+
+    Raises:
+        ChanceryError: `mempool.full` (429, `Retry-After`).
+    """
+    if services.mempool.is_full:
+        services.metrics.rejected_txs.labels(code="mempool.full").inc()
+        raise mempool_full()
 
 
 async def _wait_for_commit(
@@ -179,11 +196,13 @@ async def submit_batch(request: web.Request) -> web.Response:
 
     Raises:
         ChanceryError: `request.unsupported_media_type`, `request.too_large`,
-            `request.malformed`, `request.batch_too_large`.
+            `request.malformed`, `request.batch_too_large`, and `mempool.full` for the
+            whole request when the mempool is full before it is read.
     """
     services = request.app[SERVICES]
     api = services.config.api
     media_type = require_media_type(request)
+    _refuse_when_full(services)
     body = await read_body(request, api.body_bytes_max)
     items: list[Any] = (
         _batch_items_json(body, api.batch_envelopes_max)

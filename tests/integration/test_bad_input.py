@@ -730,12 +730,13 @@ def test_commit_timeout_then_full_mempool(stalled: LocalNetwork) -> None:
     assert_error(full, 429, "mempool.full")
     retry_after = full.headers.get("Retry-After")
     assert retry_after is not None and retry_after.isdigit() and int(retry_after) >= 1
-    # In a batch too, item by item.
+    # A batch to a full mempool is refused whole, before it is read (overload must be
+    # cheap to refuse), with the same code and Retry-After.
     batch = post_msgpack(
         stalled, msgpack.packb([third.envelope], use_bin_type=True), "/v1/transactions/batch"
     )
-    assert batch.status == 200, batch.body
-    assert batch.json()[0]["error"]["code"] == "mempool.full"
+    assert_error(batch, 429, "mempool.full")
+    assert batch.headers.get("Retry-After") == retry_after
     status = request(stalled, "GET", "/v1/status").json()
     assert status["mempool"]["size"] == STALLED_TXS_MAX
     assert_error(request(stalled, "GET", f"/v1/transactions/{third.tx_id.hex()}"), 404, "not_found")

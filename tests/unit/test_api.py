@@ -250,6 +250,22 @@ async def test_mempool_full_is_429_with_retry_after(idle_node: Node) -> None:
     assert response.headers["Retry-After"] == "1"
 
 
+async def test_a_full_mempool_refuses_a_batch_before_decoding_it(idle_node: Node) -> None:
+    """The body is never read: even bytes that are not msgpack get 429, not 400."""
+    idle_node.services.mempool.txs_max = 1
+    assert (await idle_node.submit(idle_node.testnet.add_member()))[0] == 202
+    response = await idle_node.client.post(
+        "/v1/transactions/batch", data=b"\xc1 not msgpack", headers={"Content-Type": MSGPACK}
+    )
+    assert_error(response.status, await response.json(), 429, "mempool.full")
+    assert response.headers["Retry-After"] == "1"
+    idle_node.services.mempool.txs_max = 2  # room again: the same bytes are now malformed
+    response = await idle_node.client.post(
+        "/v1/transactions/batch", data=b"\xc1 not msgpack", headers={"Content-Type": MSGPACK}
+    )
+    assert_error(response.status, await response.json(), 400, "request.malformed")
+
+
 async def test_too_many_commit_waiters_is_429_before_admission(tmp_path: Path) -> None:
     async with running_node(tmp_path, produce=False, commit_waiters_max=1) as node:
         waiting = asyncio.create_task(

@@ -63,7 +63,9 @@ def test_add_and_lookup() -> None:
 def test_count_cap() -> None:
     pool = Mempool(txs_max=3, bytes_max=HUGE)
     for tx in POOL[:3]:
+        assert not pool.is_full
         pool.add(tx)
+    assert pool.is_full
     error = refused(pool, POOL[3])
     assert error.code == "mempool.full"
     assert error.http_status == 429
@@ -76,8 +78,10 @@ def test_count_cap() -> None:
 def test_byte_cap_allows_an_exact_fit() -> None:
     pool = Mempool(txs_max=100, bytes_max=SIZES[0] + SIZES[1])
     pool.add(POOL[0])
+    assert not pool.is_full
     pool.add(POOL[1])
     assert pool.size_bytes == pool.bytes_max
+    assert pool.is_full
     error = refused(pool, POOL[2])
     assert error.code == "mempool.full"
     assert pool.size_bytes == SIZES[0] + SIZES[1]
