@@ -84,7 +84,9 @@ class BenchPlan:
     warmup_s: float
     batch: int
     backlog: int  # closed loop: transactions in flight, submitted and not yet committed
-    txs: int | None  # pre-signed budget; None: sized from the run's length
+    txs: int | None
+    # Closed loop whose clients wait only for admission, never for the commit: overload.
+    flood: bool = False  # pre-signed budget; None: sized from the run's length
 
 
 @dataclass
@@ -220,8 +222,9 @@ async def _closed_loop(
     clients spread over the nodes, each submitting a batch and waiting for its commit.
 
     Waiting for the commit, not for admission, is what makes the loop closed: a client
-    that only waits for admission floods the mempool with work the network cannot commit
-    and measures the queue, not the ledger."""
+    that only waits for admission (`plan.flood`) floods the mempool with work the network
+    cannot commit and measures the queue and how the network bears overload, not its
+    throughput."""
 
     async def client(url: str) -> None:
         while time.monotonic() < end_at:
@@ -230,6 +233,8 @@ async def _closed_loop(
                 state.ran_out = True
                 return
             await _post_batch(session, url, batch, state)
+            if plan.flood:
+                continue
             admitted = [tx_id for tx_id, _ in batch if tx_id not in state.refused]
             if not admitted:
                 await asyncio.sleep(REFUSED_PAUSE_S)
@@ -357,7 +362,7 @@ def _figures(
     return BenchResult(
         validators=len(urls),
         workload=plan.workload,
-        mode="closed loop" if plan.rate is None else "open loop",
+        mode=_mode(plan),
         offered_tps=plan.rate,
         duration_s=plan.duration_s,
         submitted=len(state.submitted_at),
@@ -375,8 +380,14 @@ def _figures(
         ran_out_of_signed=state.ran_out,
         nodes=nodes,
         timeline=_timeline(state, log, in_window, window_start, plan.duration_s),
-        backlog_txs=plan.backlog if plan.rate is None else None,
+        backlog_txs=plan.backlog if plan.rate is None and not plan.flood else None,
     )
+
+
+def _mode(plan: BenchPlan) -> str:
+    if plan.rate is not None:
+        return "open loop"
+    return "flood" if plan.flood else "closed loop"
 
 
 def _thinned(values: list[float]) -> list[float]:
@@ -524,11 +535,12 @@ def run_fresh(validators: int, plan: BenchPlan, prefill_txs: int = 0) -> BenchRe
 
 
 def print_result(result: BenchResult) -> None:
-    offered = (
-        f"{result.offered_tps:,.0f} tx/s offered"
-        if result.offered_tps
-        else f"max, backlog {result.backlog_txs:,} txs"
-    )
+    if result.offered_tps:
+        offered = f"{result.offered_tps:,.0f} tx/s offered"
+    elif result.backlog_txs is None:
+        offered = "clients wait for admission only"
+    else:
+        offered = f"max, backlog {result.backlog_txs:,} txs"
     print(f"validators {result.validators}, workload {result.workload}, {result.mode} ({offered})")
     if result.prefilled_txs:
         print(f"  on a chain prefilled with {result.prefilled_txs:,} transactions")
@@ -608,6 +620,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TXS",
         help="closed loop: transactions submitted and not yet committed",
     )
+    parser.add_argument(
+        "--flood",
+        action="store_true",
+        help="overload: clients never wait for commits, only for admission (no --rate)",
+    )
     parser.add_argument("--txs", type=int, help="transactions to pre-sign (default: sized)")
     parser.add_argument("--sweep", action="store_true", help="N = 1, 4, 7 at several rates")
     parser.add_argument(
@@ -622,8 +639,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark `args` describe; prints the figures. Exit 0, or 2 if it cannot run."""
+    if args.flood and (args.rate is not None or args.sweep):
+        print("error: --flood is a closed loop: not with --rate or --sweep", file=sys.stderr)
+        return 2
     plan = BenchPlan(
-        args.workload, args.rate, args.duration, args.warmup, args.batch, args.backlog, args.txs
+        args.workload,
+        args.rate,
+        args.duration,
+        args.warmup,
+        args.batch,
+        args.backlog,
+        args.txs,
+        args.flood,
     )
     try:
         if args.sweep:

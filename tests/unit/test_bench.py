@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from contracts import lottery
 from contracts.registry import builtin_registry
 from node.bench import TIMELINE_POINTS_MAX, LoadState, _thinned, _timeline
+from node.bench import main as bench_main
 from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
 from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics
 from node.bench_workload import (
@@ -220,3 +221,8 @@ async def test_waiting_for_commits_gives_up_at_the_deadline() -> None:
     log = CommitLog()
     log.record_block(1.0, 7, [b"a"])
     assert await log.wait_committed([b"a", b"never"], time.monotonic() + 0.05) == 1
+
+
+@pytest.mark.parametrize("extra", [["--rate", "100"], ["--sweep"]])
+def test_flood_is_refused_with_an_open_loop_or_a_sweep(extra: list[str]) -> None:
+    assert bench_main(["--flood", *extra]) == 2
