@@ -25,6 +25,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import tomli_w
 
 from node.storage import (
+    COMPACTION_NICE,
     LEVELDB_CACHE_BYTES,
     LEVELDB_MAX_OPEN_FILES,
     LEVELDB_TABLE_BYTES,
@@ -180,6 +181,9 @@ class StorageSection:
     write_buffer_bytes: int = _setting(LEVELDB_WRITE_BUFFER_BYTES, lo=64 * 1024)
     max_open_files: int = _setting(LEVELDB_MAX_OPEN_FILES, lo=64)
     table_bytes: int = _setting(LEVELDB_TABLE_BYTES, lo=1 * _MIB)
+    # Nice value for LevelDB's compaction thread (node/thread_priority.py); 0 leaves it
+    # at the node's own priority.
+    compaction_nice: int = _setting(COMPACTION_NICE, lo=0, hi=19)
 
 
 @dataclass(frozen=True)

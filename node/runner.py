@@ -19,7 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from node.api.app import create_app
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig, StorageSection, load_config
 from node.crypto import KeyFileError
 from node.genesis import GenesisError
 from node.p2p.transport import PeerTransport, TransportError
@@ -29,10 +29,13 @@ from node.services import NodeServices, NodeSetupError, build_services, load_nod
 from node.storage import StorageError
 from node.supervisor import port_in_use
 from node.sync import BlockSync
+from node.thread_priority import BackgroundThreadPriority
 
 log = logging.getLogger("chancery")
 
 SHUTDOWN_GRACE_S = 5.0
+# How often to look for LevelDB's compaction thread (it starts with the first flush).
+THREAD_SCAN_INTERVAL_S = 5.0
 # Test-only: makes this node misbehave (see node/byzantine.py); used by multi-process tests.
 BYZANTINE_ENV = "CHANCERY_TEST_BYZANTINE"
 
@@ -165,15 +168,28 @@ async def _serve(services: NodeServices) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
+    priority = asyncio.create_task(_lower_compaction_priority(services.config.storage))
     await asyncio.wait([stopper, consensus], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     consensus.cancel()
     stopper.cancel()
+    priority.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consensus
     await _stop(node)
     if consensus.done() and not consensus.cancelled() and consensus.exception() is not None:
         raise consensus.exception()  # type: ignore[misc] - a bug: crash loudly
+
+
+async def _lower_compaction_priority(storage: StorageSection) -> None:
+    """Keep LevelDB's compaction thread at `storage.compaction_nice`; it starts with the
+    first flush, so it is looked for again every few seconds."""
+    if storage.compaction_nice == 0:
+        return
+    priority = BackgroundThreadPriority(storage.compaction_nice)
+    while True:
+        priority.scan()
+        await asyncio.sleep(THREAD_SCAN_INTERVAL_S)
 
 
 def run_node(home: Path) -> int:

@@ -69,6 +69,9 @@ LEVELDB_COMPRESSION: Final = None
 LEVELDB_MAX_OPEN_FILES: Final = 5000
 # LevelDB's default 2 MB tables make tens of thousands of files on an old chain.
 LEVELDB_TABLE_BYTES: Final = 32 * 1024 * 1024
+# LevelDB's compaction thread runs at this nice value (node/thread_priority.py): it
+# yields to consensus and execution while they have work, and uses every idle cycle.
+COMPACTION_NICE: Final = 10
 
 
 class StorageError(Exception):
