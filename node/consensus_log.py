@@ -12,6 +12,7 @@ Records (under the store's `c:` prefix):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 import msgpack
@@ -35,26 +36,38 @@ def _height(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
 
+def _record(action: PersistVote, txs: tuple[bytes, ...]) -> tuple[bytes, bytes] | None:
+    """The consensus-log record of `action` (a checkpoint writes none)."""
+    if action.kind == "view":
+        return VIEW_KEY, msgpack.packb([action.view, action.in_view_change])
+    if action.kind in ("prepare", "commit"):
+        key = VOTE_PREFIX + _height(action.height) + _height(action.view) + action.kind.encode()
+        return key, action.block_hash
+    if action.kind == "prepared" and action.certificate is not None:
+        record = {"certificate": certificate_to_wire(action.certificate), "txs": list(txs)}
+        return PREPARED_PREFIX + _height(action.height), msgpack.packb(record, use_bin_type=True)
+    return None
+
+
 class ConsensusLog:
     """Persists `PersistVote` actions and rebuilds the replica's recovered state."""
 
     def __init__(self, store: ChainStore) -> None:
         self.store = store
 
-    def persist(self, action: PersistVote, txs: tuple[bytes, ...] = ()) -> None:
-        """Make `action` durable (blocking; synced); `txs` are a prepared block's envelopes."""
-        if action.kind == "view":
-            record = msgpack.packb([action.view, action.in_view_change])
-            self.store.put_consensus(VIEW_KEY, record)
-        elif action.kind in ("prepare", "commit"):
-            key = VOTE_PREFIX + _height(action.height) + _height(action.view) + action.kind.encode()
-            self.store.put_consensus(key, action.block_hash)
-        elif action.kind == "prepared" and action.certificate is not None:
-            record = {"certificate": certificate_to_wire(action.certificate), "txs": list(txs)}
-            wire = msgpack.packb(record, use_bin_type=True)
-            self.store.put_consensus(PREPARED_PREFIX + _height(action.height), wire)
-        elif action.kind == "checkpoint":
-            self.prune_through(action.height)
+    def persist(self, votes: Sequence[tuple[PersistVote, tuple[bytes, ...]]]) -> None:
+        """Make `votes` durable in one synced write (blocking), then apply any checkpoint
+        among them. Each comes with its block's envelopes (used by a `prepared` record).
+
+        A replica that becomes prepared also votes commit at once: one fsync for both,
+        not two, on the path every block waits for.
+        """
+        records = [record for action, txs in votes if (record := _record(action, txs))]
+        if records:
+            self.store.put_consensus(records)
+        for action, _ in votes:
+            if action.kind == "checkpoint":
+                self.prune_through(action.height)
 
     def forget_prepared(self, height: int) -> None:
         """The block at `height` is committed: its prepared record is no longer needed."""

@@ -201,20 +201,35 @@ class ConsensusDriver:
     async def _carry_out(self, actions: list[Action]) -> None:
         if self.action_filter is not None:
             actions = self.action_filter(actions)
+        votes: list[PersistVote] = []
         for action in actions:
+            # Consecutive votes are persisted together (one fsync); each is on disk before
+            # the next action, which may send it, is carried out.
+            if isinstance(action, PersistVote):
+                votes.append(action)
+                continue
+            if votes:
+                await self._persist(votes)
+                votes = []
             await self._carry_out_one(action)
+        if votes:
+            await self._persist(votes)
+
+    async def _persist(self, votes: list[PersistVote]) -> None:
+        records = []
+        for vote in votes:
+            if vote.kind == "view" and vote.in_view_change:
+                log.warning("view change to view %d at height %d", vote.view, vote.height)
+            proposal = self.pending.get(vote.block_hash) if vote.kind == "prepared" else None
+            txs = () if proposal is None else tuple(tx.envelope for tx in proposal.transactions)
+            records.append((vote, txs))
+        await self._run_in_commit_thread(self.log.persist, records)
 
     async def _carry_out_one(self, action: Action) -> None:
         if isinstance(action, Broadcast):
             self.transport.broadcast(to_wire(action.message, self.chain_id))
         elif isinstance(action, Send):
             self.transport.send(action.peer, to_wire(action.message, self.chain_id))
-        elif isinstance(action, PersistVote):
-            if action.kind == "view" and action.in_view_change:
-                log.warning("view change to view %d at height %d", action.view, action.height)
-            proposal = self.pending.get(action.block_hash) if action.kind == "prepared" else None
-            txs = () if proposal is None else tuple(tx.envelope for tx in proposal.transactions)
-            await self._run_in_commit_thread(self.log.persist, action, txs)
         elif isinstance(action, SetTimer):
             self._set_timer(action.kind, action.delay_ms)
         elif isinstance(action, CancelTimer):

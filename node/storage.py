@@ -287,9 +287,12 @@ class ChainStore:
 
     # --- the consensus log (votes a replica must never contradict) ----------------------
 
-    def put_consensus(self, key: bytes, value: bytes) -> None:
-        """Write one consensus-log record, synced: it must be on disk before the vote leaves."""
-        self._db.put(CONSENSUS_PREFIX + key, value, sync=True)
+    def put_consensus(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write consensus-log records in one synced batch: they must be on disk before the
+        votes they record leave the node."""
+        with self._db.write_batch(sync=True) as batch:
+            for key, value in records:
+                batch.put(CONSENSUS_PREFIX + key, value)
 
     def consensus_records(self) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._db.iterator(prefix=CONSENSUS_PREFIX):

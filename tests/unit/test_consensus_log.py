@@ -26,10 +26,15 @@ def test_votes_view_and_prepared_blocks_are_recovered(
 ) -> None:
     store = ChainStore.open(tmp_path / "data", consortium.genesis)
     log = ConsensusLog(store)
-    log.persist(PersistVote(3, 0, "view", in_view_change=True))
-    log.persist(PersistVote(2, 1, "prepare", BLOCK))
-    log.persist(PersistVote(2, 1, "commit", BLOCK))
-    log.persist(PersistVote(2, 1, "prepared", BLOCK, _certificate(1, 2)), (b"tx-a", b"tx-b"))
+    log.persist([(PersistVote(3, 0, "view", in_view_change=True), ())])
+    log.persist([(PersistVote(2, 1, "prepare", BLOCK), ())])
+    # A replica that becomes prepared votes commit at once: both in one synced write.
+    log.persist(
+        [
+            (PersistVote(2, 1, "prepared", BLOCK, _certificate(1, 2)), (b"tx-a", b"tx-b")),
+            (PersistVote(2, 1, "commit", BLOCK), ()),
+        ]
+    )
     store.close()
 
     recovered = ConsensusLog(ChainStore.open(tmp_path / "data", consortium.genesis)).recover()
@@ -47,9 +52,8 @@ def test_committed_heights_forget_their_prepared_record(
 ) -> None:
     store = ChainStore.open(tmp_path / "data", consortium.genesis)
     log = ConsensusLog(store)
-    log.persist(PersistVote(0, 1, "prepared", BLOCK, _certificate(1, 0)), (b"tx",))
+    log.persist([(PersistVote(0, 1, "prepared", BLOCK, _certificate(1, 0)), (b"tx",))])
     log.forget_prepared(1)
     assert log.recover().prepared == {}
-    log.persist(PersistVote(0, 1, "prepare", BLOCK))
-    log.persist(PersistVote(0, 1, "checkpoint"))
+    log.persist([(PersistVote(0, 1, "prepare", BLOCK), ()), (PersistVote(0, 1, "checkpoint"), ())])
     assert log.recover().votes == {}
