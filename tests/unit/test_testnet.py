@@ -11,6 +11,7 @@ import pytest
 from node.config import PeerAddress, load_config
 from node.crypto import load_key_file
 from node.genesis import load_genesis
+from node.storage import LEVELDB_WRITE_BUFFER_BYTES
 from node.testnet import ORGANIZATIONS, TestnetError, generate_testnet, load_network
 
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -83,6 +84,17 @@ def test_node_configs_load_with_their_ports_peers_and_shared_genesis(network_dir
         )
         assert config.genesis_path.resolve() == (network_dir / "genesis.json").resolve()
         assert load_key_file(config.key_path).public_key is not None
+
+
+def test_co_located_nodes_get_unequal_write_buffers(tmp_path: Path) -> None:
+    """So that nodes sharing a disk do not all flush in the same second."""
+    generate_testnet(tmp_path / "net", 5, genesis_time_ms=GENESIS_TIME_MS)
+    sizes = [
+        load_config(tmp_path / "net" / f"node{index}", environ={}).storage.write_buffer_bytes
+        for index in range(5)
+    ]
+    step = LEVELDB_WRITE_BUFFER_BYTES // 8
+    assert sizes == [LEVELDB_WRITE_BUFFER_BYTES + step * (index % 4) for index in range(5)]
 
 
 def test_network_json_records_where_everything_is(network_dir: Path) -> None:
