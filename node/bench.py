@@ -233,11 +233,11 @@ async def _closed_loop(
                 state.ran_out = True
                 return
             await _post_batch(session, url, batch, state)
-            if plan.flood:
-                continue
             admitted = [tx_id for tx_id, _ in batch if tx_id not in state.refused]
-            if not admitted:
+            if not admitted:  # mempool full: back off, as Retry-After asks
                 await asyncio.sleep(REFUSED_PAUSE_S)
+                continue
+            if plan.flood:
                 continue
             deadline = min(end_at, time.monotonic() + COMMIT_WAIT_S)
             await log.wait_committed(admitted, deadline)

@@ -143,7 +143,11 @@ class P2pSection:
 class MempoolSection:
     """``[mempool]``: admission limits for pending transactions."""
 
-    txs_max: int = _setting(200000, lo=1)
+    # A bound on the backlog, in time: at the 2,000-3,000 tx/s four validators commit on
+    # two cores this is under ten seconds of work. Under a flood of clients, 200,000 meant
+    # over a minute of queue, 700 tx/s committed and 4 view changes; 20,000 held 2,670
+    # tx/s (docs/performance.md). Past it, refusals are 429s that cost nothing to send.
+    txs_max: int = _setting(20000, lo=1)
     bytes_max: int = _setting(512 * _MIB, lo=1)
     envelope_bytes_max: int = _setting(1048576, lo=1)
 
