@@ -144,6 +144,8 @@ class BenchResult:
     nodes: list[NodeFigures] = field(default_factory=list)
     timeline: list[TimelineSecond] = field(default_factory=list)
     prefilled_txs: int = 0
+    # The bench client's own CPU over the window: on one machine it shares the cores.
+    client_cpu_percent: float = 0.0
     prefill_s: float = 0.0
     backlog_txs: int | None = None  # closed loop only
 
@@ -310,8 +312,10 @@ async def measure(
         loading = asyncio.create_task(load)
         await asyncio.sleep(max(0.0, window_start - time.monotonic()))
         sampler = asyncio.create_task(sample_nodes(session, samples, stop_sampling))
+        client_cpu_start_s = time.process_time()
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))
         stop_sampling.set()
+        client_cpu_s = time.process_time() - client_cpu_start_s
         await sampler
         await loading
         in_window = [
@@ -324,7 +328,9 @@ async def measure(
             await asyncio.sleep(0.2)
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
-    return _figures(plan, urls, state, log, samples, in_window, window_start, window_end)
+    result = _figures(plan, urls, state, log, samples, in_window, window_start, window_end)
+    result.client_cpu_percent = round(100 * client_cpu_s / plan.duration_s, 1)
+    return result
 
 
 def _figures(
@@ -553,7 +559,8 @@ def print_result(result: BenchResult) -> None:
         f" ms  p99 {result.latency_p99_ms:,.0f} ms  max {result.latency_max_ms:,.0f} ms"
     )
     print(
-        f"  submitted {result.submitted:,}, refused {result.refused:,}, not committed after"
+        f"  client CPU {result.client_cpu_percent:.0f} %; submitted {result.submitted:,},"
+        f" refused {result.refused:,}, not committed after"
         f" the drain {result.not_committed:,}, view changes {result.view_changes}"
     )
     if result.ran_out_of_signed:

@@ -33,6 +33,7 @@ def test_an_open_loop_run_on_a_prefilled_chain_reports_every_figure() -> None:
     [node] = result.nodes
     assert node.cpu_percent > 0 and node.rss_peak_mb >= node.rss_start_mb > 0
     assert node.height > 3  # the live blocks continue the prefilled chain
+    assert result.client_cpu_percent > 0  # the client's own share of the cores
 
 
 @pytest.mark.timeout(180)
