@@ -84,9 +84,9 @@ class BenchPlan:
     warmup_s: float
     batch: int
     backlog: int  # closed loop: transactions in flight, submitted and not yet committed
-    txs: int | None
+    txs: int | None  # pre-signed budget; None: sized from the run's length
     # Closed loop whose clients wait only for admission, never for the commit: overload.
-    flood: bool = False  # pre-signed budget; None: sized from the run's length
+    flood: bool = False
 
 
 @dataclass
@@ -144,9 +144,9 @@ class BenchResult:
     nodes: list[NodeFigures] = field(default_factory=list)
     timeline: list[TimelineSecond] = field(default_factory=list)
     prefilled_txs: int = 0
+    prefill_s: float = 0.0
     # The bench client's own CPU over the window: on one machine it shares the cores.
     client_cpu_percent: float = 0.0
-    prefill_s: float = 0.0
     backlog_txs: int | None = None  # closed loop only
 
     def to_json(self) -> dict[str, Any]:
