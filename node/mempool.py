@@ -59,8 +59,8 @@ class Mempool:
 
     @property
     def is_full(self) -> bool:
-        """At a cap: nothing more can be admitted until a block commits."""
-        return len(self) >= self.txs_max or self._bytes >= self.bytes_max
+        """At a cap: not even a one-byte transaction fits until a block commits."""
+        return not self.has_room(1, 1)
 
     def has_room(self, count: int, size_bytes: int) -> bool:
         """Whether `count` more transactions of `size_bytes` in all would fit now."""
