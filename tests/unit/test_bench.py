@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from contracts import lottery
 from contracts.registry import builtin_registry
+from node import bench
 from node.bench import TIMELINE_POINTS_MAX, LoadState, _thinned, _timeline
 from node.bench import main as bench_main
 from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
@@ -226,3 +227,37 @@ async def test_waiting_for_commits_gives_up_at_the_deadline() -> None:
 @pytest.mark.parametrize("extra", [["--rate", "100"], ["--sweep"]])
 def test_flood_is_refused_with_an_open_loop_or_a_sweep(extra: list[str]) -> None:
     assert bench_main(["--flood", *extra]) == 2
+
+
+async def _drive_closed_loop(monkeypatch: pytest.MonkeyPatch, *, flood: bool, commit: bool) -> int:
+    """Run `_closed_loop` for 0.3 s against a fake node; returns how many batches it sent.
+    With `commit`, each batch is committed at once (a block event for its tx ids)."""
+    log, state, posted = CommitLog(), LoadState(), []
+
+    async def fake_post(session: object, url: str, batch: list, load: LoadState) -> None:
+        posted.append(batch)
+        if commit:
+            log.record_block(time.monotonic(), len(posted), [tx_id for tx_id, _ in batch])
+        await asyncio.sleep(0.001)
+
+    monkeypatch.setattr(bench, "_post_batch", fake_post)
+    signed = [(i.to_bytes(8, "big"), b"envelope") for i in range(100_000)]
+    plan = bench.BenchPlan("evidence", None, 1.0, 0.0, batch=50, backlog=100, txs=None, flood=flood)
+    end_at = time.monotonic() + 0.3
+    await bench._closed_loop(
+        None, ["http://n"], bench.Batches(signed, 50), plan, log, end_at, state
+    )  # type: ignore[arg-type]
+    return len(posted)
+
+
+async def test_a_closed_loop_client_sends_again_only_after_its_batch_commits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # backlog 100 / batch 50: two clients, each stuck on a batch that never commits.
+    assert await _drive_closed_loop(monkeypatch, flood=False, commit=False) == 2
+    # Committed at once, the same two clients keep sending.
+    assert await _drive_closed_loop(monkeypatch, flood=False, commit=True) > 10
+
+
+async def test_a_flood_does_not_wait_for_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert await _drive_closed_loop(monkeypatch, flood=True, commit=False) > 10
