@@ -110,6 +110,8 @@ def _refuse_when_full(services: NodeServices) -> None:
         ChanceryError: `mempool.full` (429, `Retry-After`).
     """
     if services.mempool.is_full:
+        # Counted once per request: a refused batch is never read, so its size is unknown
+        # (the HTTP metrics count these 429s by route as well).
         services.metrics.rejected_txs.labels(code="mempool.full").inc()
         raise mempool_full()
 
