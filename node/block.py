@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from consensus.quorum import commit_vote_payload, quorum_size
+from contracts.runtime import encode_record
 from node.crypto import DOMAIN_COMMIT, SIGNATURE_BYTES, SigningKey, verify
 from node.encoding import EncodingError, canonical_packb, pack_trusted, unpackb_strict
 from node.merkle import merkle_root
@@ -150,7 +151,9 @@ class Receipt:
     events: tuple[ContractEvent, ...]
 
     def encode(self) -> bytes:
-        return canonical_packb(
+        # The receipt is built by the node and the contracts, like a state record: the C
+        # encoder with sorted keys writes its canonical bytes (contracts/runtime.py).
+        return encode_record(
             {
                 "error": self.error,
                 "events": [event.to_wire() for event in self.events],

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.runtime import encode_record, encode_record_reference
+from node.block import ContractEvent, Receipt
 from node.encoding import EncodingError, canonical_packb, unpackb_strict
 
 INT64_MIN = -(2**63)
@@ -367,3 +368,37 @@ def test_records_the_c_encoder_refuses_take_the_definition(value: Any) -> None:
             encode_record(value)
     else:
         assert encode_record(value) == expected
+
+
+receipt_values = st.recursive(
+    leaves,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(
+    ok=st.booleans(),
+    error=st.none() | st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+    result=receipt_values,
+    events=st.lists(st.tuples(st.text(max_size=8), receipt_values), max_size=3),
+)
+def test_receipts_encode_to_the_canonical_bytes(
+    ok: bool, error: Any, result: Any, events: list[tuple[str, Any]]
+) -> None:
+    """Receipts take the C encoder; their bytes are still exactly `canonical_packb`'s."""
+    receipt = Receipt(bytes(32), ok, error, result, tuple(ContractEvent(n, d) for n, d in events))
+    expected = canonical_packb(
+        {
+            "error": error,
+            "events": [{"data": data, "name": name} for name, data in events],
+            "ok": ok,
+            "result": result,
+            "tx_id": bytes(32),
+        }
+    )
+    assert receipt.encode() == expected
+    assert Receipt.decode(expected) == receipt
