@@ -2,4 +2,6 @@
 
 from node.cli import main
 
-raise SystemExit(main())
+# Guarded: verification worker processes import the parent's main module by name.
+if __name__ == "__main__":
+    raise SystemExit(main())

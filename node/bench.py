@@ -93,12 +93,15 @@ class BenchPlan:
 class NodeFigures:
     index: int
     url: str
+    # The node's process and its verification worker processes together.
     cpu_percent: float
     rss_start_mb: float
     rss_end_mb: float
     rss_peak_mb: float
     view_changes: int
     height: int
+    # The verification workers' share of cpu_percent.
+    workers_cpu_percent: float = 0.0
     # RSS through the window, at most TIMELINE_POINTS_MAX evenly spaced readings: a flat
     # line or a climb, which start/end/peak alone cannot tell apart from a late spike.
     rss_series_mb: list[float] = field(default_factory=list)
@@ -355,6 +358,7 @@ def _figures(
             index=index,
             url=node.url,
             cpu_percent=round(node.cpu_percent, 1),
+            workers_cpu_percent=round(node.workers_cpu_percent, 1),
             rss_start_mb=round(node.first.get("process_resident_memory_bytes", 0) / MB, 1),
             rss_end_mb=round(node.last.get("process_resident_memory_bytes", 0) / MB, 1),
             rss_peak_mb=round(node.rss_peak_bytes / MB, 1),
@@ -572,11 +576,12 @@ def print_result(result: BenchResult) -> None:
             for w in reversed(worst)
         )
         print(f"  worst seconds    {listed}")
-    print("  node  cpu %   rss start/end/peak MB   heap start/end MB   height")
+    print("  node  cpu % (workers)   rss start/end/peak MB   heap start/end MB   height")
     for node in result.nodes:
         heap = node.anonymous_series_mb or [0.0]
         print(
-            f"  {node.index:>4}  {node.cpu_percent:>5.0f}   {node.rss_start_mb:>6.0f} /"
+            f"  {node.index:>4}  {node.cpu_percent:>5.0f} ({node.workers_cpu_percent:>5.0f})"
+            f"   {node.rss_start_mb:>6.0f} /"
             f" {node.rss_end_mb:>5.0f} / {node.rss_peak_mb:>5.0f}   {heap[0]:>7.0f} /"
             f" {heap[-1]:>5.0f}       {node.height}"
         )

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pool == "threads":
             verifier = SignatureVerifier(args.workers)
             executor: Executor = verifier.executor
-            workers = verifier.threads
+            workers = verifier.workers
         else:
             workers = args.workers or os.cpu_count() or 1
             executor = verify_processes(workers)

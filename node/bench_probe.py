@@ -21,6 +21,7 @@ SAMPLE_INTERVAL_S: Final = 1.0
 SCRAPED: Final = frozenset(
     {
         "process_cpu_seconds_total",
+        "chancery_verify_workers_cpu_seconds",
         "process_resident_memory_bytes",
         "chancery_process_anonymous_memory_bytes",
         "chancery_view_changes_total",
@@ -67,8 +68,19 @@ class NodeSamples:
 
     @property
     def cpu_percent(self) -> float:
+        """The node's CPU over the window, its verification worker processes included."""
         elapsed = self.last_at - self.first_at
-        return 100 * self.delta("process_cpu_seconds_total") / elapsed if elapsed > 0 else 0.0
+        used = self.delta("process_cpu_seconds_total") + self.workers_cpu_seconds
+        return 100 * used / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def workers_cpu_seconds(self) -> float:
+        return self.delta("chancery_verify_workers_cpu_seconds")
+
+    @property
+    def workers_cpu_percent(self) -> float:
+        elapsed = self.last_at - self.first_at
+        return 100 * self.workers_cpu_seconds / elapsed if elapsed > 0 else 0.0
 
 
 async def sample_nodes(

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         f"caught up {result.blocks} blocks / {result.transactions} txs in {result.seconds:.2f} s:"
         f" {result.blocks / result.seconds:.0f} blocks/s,"
         f" {result.transactions / result.seconds:.0f} tx/s"
-        f" ({verifier.threads} verify threads; {result.replayed_blocks} blocks re-executed;"
+        f" ({verifier.workers} verify threads; {result.replayed_blocks} blocks re-executed;"
         f" state root {root})"
     )
     return 0 if result.state_root == source_root else 1

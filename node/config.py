@@ -172,9 +172,13 @@ class ConsensusSection:
 class CryptoSection:
     """``[crypto]``: signature verification parallelism."""
 
-    # 0 means "one thread per CPU core", resolved by the verifier at start-up.
+    # How many verification workers; 0 means one per CPU core, resolved at start-up.
+    # (The name predates worker processes: it counts processes when verify_in says so.)
     verify_threads: int = _setting(0, lo=0)
     verify_chunk_size: int = _setting(256, lo=1)
+    # Worker processes keep verification off the node's GIL (node/crypto.py says why);
+    # "threads" keeps it in the node process.
+    verify_in: str = _setting("processes", choices=("processes", "threads"))
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,23 @@
 
 Every signature covers `DOMAIN || payload`, so a signature made for one purpose (a
 transaction) can never be replayed as another (a commit vote). Verification of many
-signatures runs on a thread pool: libsodium's Ed25519 verify releases the GIL. Keys and
-signing stay with `cryptography` (PEM files, the offline verifier).
+signatures runs on a pool of worker processes (or threads, for tools). Keys and signing
+stay with `cryptography` (PEM files, the offline verifier).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import stat
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +34,14 @@ DOMAIN_READ: Final = b"chancery/read/v1\n"
 PUBLIC_KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
 KEY_FILE_MODE: Final = 0o600
+
+T = TypeVar("T")
+# How often a verification worker checks that its node is still alive.
+PARENT_WATCH_INTERVAL_S: Final = 1.0
+# At start-up, how long a node waits for its verification workers (then goes on anyway),
+# and how often it asks them.
+WORKERS_START_WAIT_S: Final = 30.0
+WORKERS_START_POLL_S: Final = 0.05
 
 
 class KeyFileError(Exception):
@@ -105,29 +116,118 @@ def verify_checks(checks: Sequence[SignatureCheck]) -> list[bool]:
     return [verify(c.public_key, c.domain, c.payload, c.signature) for c in checks]
 
 
-class SignatureVerifier:
-    """Verifies batches of signatures on a thread pool, in chunks to amortise dispatch."""
+def verify_packed(checks: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> bytes:
+    """Worker-process side of `SignatureVerifier`: `(public_key, domain, payload, signature)`
+    tuples in, one byte per check out (1 verifies, 0 does not): cheap to pickle both ways."""
+    return bytes(verify(*check) for check in checks)
 
-    def __init__(self, threads: int = 0, chunk_size: int = 256) -> None:
-        self.threads = threads or (os.cpu_count() or 1)
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker-process start: exit when the node is gone, even if it was killed outright
+    (a killed node never shuts its pool down, and idle workers would wait for ever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_WATCH_INTERVAL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _measured(function: Callable[..., T], chunk: Any, *args: Any) -> tuple[T, float]:
+    """Worker-process side: `function`'s result and the CPU seconds the worker spent."""
+    started = time.process_time()
+    result = function(chunk, *args)
+    return result, time.process_time() - started
+
+
+class SignatureVerifier:
+    """Verifies batches of signatures in chunks on a pool of worker processes or threads.
+
+    Why processes: libsodium releases the GIL while it verifies, but a thread must take the
+    GIL back after every signature, and while the node's other threads run Python that
+    wait is up to the interpreter's switch interval (5 ms). Measured on this machine with
+    one busy Python thread beside the pool: 2,300 verifications/s on two threads against
+    18,000/s on two processes (docs/performance.md, round 5). Threads remain for tools
+    that verify with nothing else running (the audit, tests).
+    """
+
+    def __init__(
+        self, workers: int = 0, chunk_size: int = 256, *, in_processes: bool = False
+    ) -> None:
+        self.workers = workers or (os.cpu_count() or 1)
         self.chunk_size = max(1, chunk_size)
-        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="verify")
+        self.in_processes = in_processes
+        # CPU seconds the worker processes spent on this node's chunks (the node's own
+        # process CPU does not include them): exported, and added in by `chancery bench`.
+        self.worker_cpu_seconds = 0.0
+        self._pool: Executor
+        if in_processes:
+            # spawn: workers start from a clean interpreter, not a fork of a process that
+            # holds LevelDB's threads and locks; and they are the node's own children.
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="verify")
+
+    async def start(self) -> None:
+        """Start every worker process now and wait until each answers.
+
+        Spawning an interpreter that imports libsodium takes about a second on a busy
+        machine: done at the first verification instead, it would hold up the node's
+        first proposal past a view timeout.
+        """
+        if not self.in_processes:
+            return
+        loop = asyncio.get_running_loop()
+        ready: set[int] = set()
+        deadline = loop.time() + WORKERS_START_WAIT_S
+        # One worker that is up answers for all: ask until every one has answered.
+        while len(ready) < self.workers and loop.time() < deadline:
+            pids = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, os.getpid) for _ in range(self.workers))
+            )
+            ready.update(pids)
+            if len(ready) < self.workers:
+                await asyncio.sleep(WORKERS_START_POLL_S)
 
     async def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
-        """Verify every check, in order, on the pool in chunks; the event loop stays free
-        (libsodium's verify releases the GIL, so chunks run on every core)."""
-        if not checks:
+        """Verify every check, in order, on the pool in chunks; the event loop stays free."""
+        if not self.in_processes:
+            return await self.map_chunks(verify_checks, checks)
+        packed = [(c.public_key, c.domain, c.payload, c.signature) for c in checks]
+        return [verdict == 1 for verdict in await self.map_chunks(verify_packed, packed)]
+
+    async def map_chunks(
+        self, function: Callable[..., Sequence[T]], items: Sequence[Any], *args: Any
+    ) -> list[T]:
+        """`function(chunk, *args)` for each `chunk_size` slice of `items` on the pool, the
+        results joined in order. With processes, `function` and its data must pickle."""
+        if not items:
             return []
         loop = asyncio.get_running_loop()
         size = self.chunk_size
-        chunks = [checks[i : i + size] for i in range(0, len(checks), size)]
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, verify_checks, chunk) for chunk in chunks)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        if not self.in_processes:
+            results = await asyncio.gather(
+                *(loop.run_in_executor(self._pool, function, chunk, *args) for chunk in chunks)
+            )
+            return [result for chunk in results for result in chunk]
+        measured = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, _measured, function, chunk, *args)
+                for chunk in chunks
+            )
         )
-        return [verdict for chunk in results for verdict in chunk]
+        self.worker_cpu_seconds += sum(cpu_seconds for _, cpu_seconds in measured)
+        return [result for chunk, _ in measured for result in chunk]
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         return self._pool
 
     def close(self) -> None:

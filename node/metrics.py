@@ -59,6 +59,13 @@ class NodeMetrics:
             registry=r,
         )
         self.anonymous_memory.set_function(anonymous_rss_bytes)
+        # Admission decodes and verifies in worker processes (node/crypto.py), whose CPU
+        # process_cpu_seconds_total does not count; set to the verifier's tally at start-up.
+        self.verify_workers_cpu = Gauge(
+            "chancery_verify_workers_cpu_seconds",
+            "CPU seconds the signature-verification worker processes spent for this node",
+            registry=r,
+        )
         self.block_height = Gauge(
             "chancery_block_height", "Height of the last committed block", registry=r
         )

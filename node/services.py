@@ -145,7 +145,11 @@ def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServ
         table_bytes=storage.table_bytes,
     )
     mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)
-    verifier = SignatureVerifier(config.crypto.verify_threads, config.crypto.verify_chunk_size)
+    verifier = SignatureVerifier(
+        config.crypto.verify_threads,
+        config.crypto.verify_chunk_size,
+        in_processes=config.crypto.verify_in == "processes",
+    )
     admission = Admission(
         genesis.chain_id, store, mempool, registry, verifier, config.mempool.envelope_bytes_max
     )
@@ -155,6 +159,7 @@ def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServ
         config.api.sse_queue_events_max,
     )
     metrics = NodeMetrics()
+    metrics.verify_workers_cpu.set_function(lambda: verifier.worker_cpu_seconds)
     metrics.block_height.set(store.height)
     return NodeServices(
         config=config,

@@ -180,3 +180,51 @@ def test_data_directory_of_another_chain_is_refused(tmp_path: Path) -> None:
     node = second.start(0, wait=False)
     assert node.process.wait(30) == 2
     assert "another chain" in second.log_tail(0)
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (an exited child nobody reaped yet is a zombie, Z)."""
+    running = set()
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            running.add(pid)
+    return running
+
+
+def test_verification_workers_exit_when_the_node_is_killed(network: LocalNetwork) -> None:
+    """A node verifies in worker processes; a `kill -9` of the node must not leave them
+    running (nothing in the node gets to shut them down)."""
+    with Client(network.url()) as client:
+        client.submit(
+            "membership",
+            "add_member",
+            {"public_key": os.urandom(32), "name": "w"},
+            _admin(network),
+            wait="commit",
+        )
+    workers = _children(network.processes[0].pid)
+    assert workers, "the node started no verification workers"
+    network.kill(0)
+    deadline = time.monotonic() + 10
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(workers), f"workers outlived the node: {_alive(workers)}"

@@ -128,7 +128,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, four: Consortium) -> Iterat
 
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[SignatureVerifier]:
-    shared = SignatureVerifier(threads=2)
+    shared = SignatureVerifier(workers=2)
     yield shared
     shared.close()
 

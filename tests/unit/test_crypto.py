@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +132,7 @@ def test_invalid_point_public_key_returns_false() -> None:
 
 
 async def test_verify_many_on_a_mixed_batch_larger_than_the_chunk_keeps_order() -> None:
-    verifier = SignatureVerifier(threads=3, chunk_size=4)
+    verifier = SignatureVerifier(workers=3, chunk_size=4)
     try:
         checks: list[SignatureCheck] = []
         expected: list[bool] = []
@@ -158,7 +160,7 @@ def test_verifier_defaults() -> None:
     verifier = SignatureVerifier(chunk_size=0)
     try:
         assert verifier.chunk_size == 1
-        assert verifier.threads >= 1
+        assert verifier.workers >= 1
         assert verifier.executor is not None
     finally:
         verifier.close()
@@ -264,3 +266,30 @@ def test_load_refuses_an_ec_key(tmp_path: Path) -> None:
     )
     with pytest.raises(KeyFileError, match="not an Ed25519 key"):
         load_key_file(_private_file(tmp_path / "ec.key", pem))
+
+
+def _pid_after_a_pause() -> int:
+    time.sleep(0.3)  # long enough that two calls cannot both land on one worker
+    return os.getpid()
+
+
+async def test_verification_runs_in_worker_processes() -> None:
+    """After `start`, every worker process is up (two concurrent calls find two other
+    processes), and checks verified there come back in order with the right verdicts."""
+    verifier = SignatureVerifier(workers=2, chunk_size=2, in_processes=True)
+    try:
+        await verifier.start()
+        loop = asyncio.get_running_loop()
+        asks = [loop.run_in_executor(verifier.executor, _pid_after_a_pause) for _ in range(2)]
+        pids = set(await asyncio.gather(*asks))
+        assert len(pids) == 2 and os.getpid() not in pids
+        key = SigningKey.generate()
+        checks = [
+            SignatureCheck(key.public_key, DOMAIN_TX, bytes([n]), key.sign(DOMAIN_TX, bytes([n])))
+            for n in range(5)
+        ]
+        checks[3] = SignatureCheck(key.public_key, DOMAIN_TX, b"other", checks[3].signature)
+        assert await verifier.verify_many(checks) == [True, True, True, False, True]
+        assert verifier.worker_cpu_seconds > 0
+    finally:
+        verifier.close()

@@ -126,7 +126,7 @@ def test_a_draw_on_a_pending_chain_seeds_from_the_sealing_blocks_hash(chain: Cha
         certificate = consortium.certificate(proposal.block_hash, proposal.height)
         chain.ledger.commit(proposal, certificate)
 
-    verifier = SignatureVerifier(threads=1)
+    verifier = SignatureVerifier(workers=1)
     try:
         auditor = ChainAuditor(consortium.genesis, builtin_registry(), verifier.executor)
         blocks = chain.store.iter_blocks(0, chain.store.height + 1)

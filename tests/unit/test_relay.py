@@ -39,7 +39,7 @@ def four() -> Consortium:
 
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[SignatureVerifier]:
-    shared = SignatureVerifier(threads=2)
+    shared = SignatureVerifier(workers=2)
     yield shared
     shared.close()
 

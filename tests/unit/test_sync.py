@@ -44,7 +44,7 @@ def four() -> Consortium:
 
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[SignatureVerifier]:
-    shared = SignatureVerifier(threads=2, chunk_size=4)  # small chunks: many in parallel
+    shared = SignatureVerifier(workers=2, chunk_size=4)  # small chunks: many in parallel
     yield shared
     shared.close()
 
