@@ -1,8 +1,8 @@
 """Admission: the checks a transaction passes before it enters the mempool (PROTOCOL.md 3).
 
-Decode, size, chain, signature (batched on the verify thread pool), signer and role,
-arguments, duplicates, capacity: each failure has its own code. A batch is checked as a
-whole so its signatures verify in parallel.
+Decode, size, chain and signature (on the verifier's worker processes, a chunk of a batch
+at a time: node/envelope_check.py), then duplicates, capacity, signer and role, and
+arguments against committed state: each failure has its own code.
 """
 
 from __future__ import annotations
@@ -12,31 +12,15 @@ from typing import Any
 
 from contracts.membership import is_known_key
 from contracts.runtime import ContractError, ContractRegistry, check_args
-from node.crypto import DOMAIN_TX, SignatureCheck, SignatureVerifier
+from node.crypto import SignatureVerifier
+from node.envelope_check import check_envelopes, decode_submitted, transaction_from_outcome
 from node.errors import ChanceryError
 from node.execution import SignerCache
 from node.mempool import Mempool, mempool_full
 from node.storage import ChainStore
-from node.transaction import Transaction, build_transaction, decode_envelope
+from node.transaction import Transaction
 
 AdmissionResult = Transaction | ChanceryError
-
-
-def decode_json_envelope(item: Any) -> Transaction:
-    """`{"body": hex, "signer": hex, "signature": hex}` -> Transaction.
-
-    Raises:
-        ChanceryError: `tx.malformed` naming what is wrong.
-    """
-    if not isinstance(item, dict) or item.keys() != {"body", "signer", "signature"}:
-        raise ChanceryError("tx.malformed", "a JSON envelope has exactly body, signer, signature")
-    try:
-        parts = {name: bytes.fromhex(value) for name, value in item.items()}
-    except (TypeError, ValueError):
-        raise ChanceryError(
-            "tx.malformed", "envelope fields must be lowercase hex strings"
-        ) from None
-    return build_transaction(parts["body"], parts["signer"], parts["signature"])
 
 
 class Admission:
@@ -71,23 +55,7 @@ class Admission:
         Raises:
             ChanceryError: `tx.too_large`, `tx.malformed`, `tx.wrong_chain`.
         """
-        if isinstance(item, bytes):
-            if len(item) > self.envelope_bytes_max:
-                raise ChanceryError(
-                    "tx.too_large", f"envelope over {self.envelope_bytes_max} bytes"
-                )
-            tx = decode_envelope(item)
-        else:
-            tx = decode_json_envelope(item)
-            if tx.size_bytes > self.envelope_bytes_max:
-                raise ChanceryError(
-                    "tx.too_large", f"envelope over {self.envelope_bytes_max} bytes"
-                )
-        if tx.body.chain_id != self.chain_id:
-            raise ChanceryError(
-                "tx.wrong_chain", f"chain_id is not {self.chain_id!r}", {"expected": self.chain_id}
-            )
-        return tx
+        return decode_submitted(item, self.chain_id, self.envelope_bytes_max)
 
     def check_authority(self, tx: Transaction) -> None:
         """Signer active, method known, role allowed, arguments valid (committed state).
@@ -140,12 +108,15 @@ class Admission:
                 {"status": "pending", "tx_id": tx.tx_id.hex()},
             )
 
-    def _admit_verified(self, tx: Transaction, signature_ok: bool) -> AdmissionResult:
+    def _admit_checked(self, tx: Transaction, signature_ok: bool) -> AdmissionResult:
         try:
+            # Refusals in the order a client is told: duplicate, no room, then signature.
+            self.check_new(tx)
+            if not self.mempool.has_room(1, tx.size_bytes):
+                raise mempool_full()
             if not signature_ok:
                 raise ChanceryError("tx.bad_signature", "signature does not verify for the signer")
             self.check_authority(tx)
-            self.check_new(tx)
             self.mempool.add(tx)
         except ChanceryError as error:
             return error
@@ -154,37 +125,28 @@ class Admission:
     async def admit_many(
         self, items: Sequence[bytes | Any], *, announce: bool = True
     ) -> list[AdmissionResult]:
-        """Admit a batch: decode all, drop known ones, verify the rest's signatures in
-        parallel, then admit in order.
+        """Admit a batch: decode and verify every envelope on the verifier's workers
+        (node/envelope_check.py), then check and admit each in order.
+
+        Cheap before costly: envelopes beyond the mempool's room are refused with
+        `mempool.full` unread, so shedding overload costs no decoding or verification.
+        The workers do verify duplicates: a re-relayed transaction costs a verification
+        off the GIL, where refusing it first would cost a second round trip per batch.
 
         With `announce`, admitted transactions are passed to `on_admitted` (relayed).
         """
-        decoded: list[AdmissionResult] = []
-        room_txs, room_bytes = 0, 0
-        for item in items:
-            try:
-                tx = self.decode(item)
-                # Cheap before costly: a transaction seen before (relayed again, replayed)
-                # is refused without verifying its signature, and so is one the mempool
-                # has no room for: under overload, shedding must not cost a verification.
-                self.check_new(tx)
-                if not self.mempool.has_room(room_txs + 1, room_bytes + tx.size_bytes):
-                    raise mempool_full()
-                room_txs, room_bytes = room_txs + 1, room_bytes + tx.size_bytes
-                decoded.append(tx)
-            except ChanceryError as error:
-                decoded.append(error)
-        candidates = [tx for tx in decoded if isinstance(tx, Transaction)]
-        checks = [
-            SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in candidates
-        ]
-        verdicts = iter(await self.verifier.verify_many(checks))
-        results = [
-            self._admit_verified(result, next(verdicts))
-            if isinstance(result, Transaction)
-            else result
-            for result in decoded
-        ]
+        room = self.mempool.room_txs
+        outcomes = await self.verifier.map_chunks(
+            check_envelopes, list(items[:room]), self.chain_id, self.envelope_bytes_max
+        )
+        results: list[AdmissionResult] = []
+        for outcome in outcomes:
+            checked = transaction_from_outcome(outcome)
+            if isinstance(checked, ChanceryError):
+                results.append(checked)
+            else:
+                results.append(self._admit_checked(*checked))
+        results.extend(mempool_full() for _ in items[room:])
         if announce and self.on_admitted is not None:
             admitted = [result for result in results if isinstance(result, Transaction)]
             if admitted:

@@ -62,6 +62,11 @@ class Mempool:
         """At a cap: not even a one-byte transaction fits until a block commits."""
         return not self.has_room(1, 1)
 
+    @property
+    def room_txs(self) -> int:
+        """How many more transactions the count cap lets in now."""
+        return max(0, self.txs_max - len(self))
+
     def has_room(self, count: int, size_bytes: int) -> bool:
         """Whether `count` more transactions of `size_bytes` in all would fit now."""
         return len(self) + count <= self.txs_max and self._bytes + size_bytes <= self.bytes_max

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from contracts.registry import builtin_registry
 from node.admission import Admission
-from node.crypto import SignatureCheck, SignatureVerifier
+from node.crypto import SignatureVerifier
 from node.errors import ChanceryError
 from node.mempool import Mempool
 from node.transaction import Transaction
@@ -20,15 +21,15 @@ ENVELOPE_BYTES_MAX = 1024 * 1024
 
 
 class CountingVerifier(SignatureVerifier):
-    """The real verifier, counting how many signatures it was asked to check."""
+    """The real verifier, counting how many items it was asked to check."""
 
     def __init__(self) -> None:
-        super().__init__(threads=1)
+        super().__init__(workers=1)
         self.checked = 0
 
-    async def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
-        self.checked += len(checks)
-        return await super().verify_many(checks)
+    async def map_chunks(self, function: Any, items: Sequence[Any], *args: Any) -> list[Any]:
+        self.checked += len(items)
+        return await super().map_chunks(function, items, *args)
 
 
 @pytest.fixture
