@@ -2,14 +2,24 @@
 
 It is the only place where the sans-I/O replica meets the world: peer messages are decoded
 at the edge into consensus messages, timers become asyncio timers, `ExecuteProposal` runs
-the ledger's build/check path, `PersistVote` is a synced LevelDB write done before any
-later action (so a vote never leaves before it is durable), and `CommitBlock` persists the
-block before waiting clients and subscribers are told.
+the ledger's build/check path, `PersistVote` is a synced LevelDB write, and `CommitBlock`
+persists the block before waiting clients and subscribers are told.
+
+The driver hands work to three lanes and does not wait for them, so the execution of the
+next height overlaps the disk writes of this one (docs/performance.md, round 5):
+- executions run one at a time on the execution thread; each result comes back as a
+  later event, as the replica's contract allows (the simulator does the same);
+- vote and block writes run in order on the commit thread (node/commit_queue.py);
+- outgoing messages leave in order, each only once every vote persisted before it is on
+  disk, so a vote is never seen before it is durable (a checkpoint also waits for its
+  block).
+State transfer and view changes first wait for all three to be done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -44,11 +54,18 @@ from consensus.events import (
     TimerFired,
     TimerKind,
 )
-from consensus.messages import MESSAGE_TYPES, MessageFormatError, from_wire, to_wire
+from consensus.messages import (
+    MESSAGE_TYPES,
+    Checkpoint,
+    MessageFormatError,
+    from_wire,
+    to_wire,
+)
 from consensus.quorum import commit_vote_payload
 from consensus.replica import Replica
 from node.block import CommitCertificate, CommittedBlock, Receipt, sign_commit_vote
 from node.clock import wall_clock_ms
+from node.commit_queue import CommitQueue
 from node.consensus_log import ConsensusLog
 from node.crypto import DOMAIN_COMMIT, DOMAIN_P2P, DOMAIN_TX, SignatureCheck, SigningKey, verify
 from node.errors import ChanceryError
@@ -127,6 +144,7 @@ class ConsensusDriver:
         transport: PeerTransport,
         sync: BlockSync,
         commit_thread: ThreadPoolExecutor,
+        execution_thread: ThreadPoolExecutor,
     ) -> None:
         self.services = services
         self.transport = transport
@@ -137,7 +155,9 @@ class ConsensusDriver:
         )
         self.replica = Replica(replica_config(services), auth, self.log.recover())
         self.chain_id = services.genesis.chain_id
-        self.events: asyncio.Queue[Event] = asyncio.Queue(maxsize=EVENT_QUEUE_EVENTS_MAX)
+        # Unbounded as a queue: `post` bounds what comes from outside, while the answers
+        # to the driver's own actions (an execution's result) are never dropped.
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._internal: deque[Event] = deque()
         self.pending: dict[bytes, Proposal] = {}
         self.batches: dict[int, list[Transaction]] = {}
@@ -145,6 +165,14 @@ class ConsensusDriver:
         self._batch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._commit_thread = commit_thread
+        self._execution_thread = execution_thread
+        self._commits = CommitQueue(commit_thread, self._fail)
+        self._executions: set[asyncio.Task[None]] = set()
+        # The last synced write of votes, and the chain of messages waiting for writes.
+        self._votes_written: asyncio.Future[None] | None = None
+        self._outbox: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
         self.relay: TransactionRelay | None = None  # set by the runner
         # Test-only: a Byzantine build rewrites this node's outgoing actions (node.byzantine).
         self.action_filter: Callable[[list[Action]], list[Action]] | None = None
@@ -166,8 +194,30 @@ class ConsensusDriver:
         await self._carry_out(self.replica.start())
         await self._catch_up_at_start()
         while True:
-            event = await self.events.get()
-            await self._feed(event)
+            await self._feed(await self._next_event())
+
+    async def _next_event(self) -> Event:
+        """The next queued event; raises at once if an execution or a write has failed."""
+        if self.events.empty() and self._failure is None:
+            getter = asyncio.ensure_future(self.events.get())
+            failed = asyncio.ensure_future(self._failed.wait())
+            await asyncio.wait((getter, failed), return_when=asyncio.FIRST_COMPLETED)
+            failed.cancel()
+            if not getter.done():
+                getter.cancel()
+                await asyncio.gather(getter, return_exceptions=True)
+            elif self._failure is None:
+                return getter.result()
+            else:  # raised below; the event is not lost, the node stops
+                self.events.put_nowait(getter.result())
+        if self._failure is not None:
+            raise self._failure  # a block that cannot be executed or written: crash loudly
+        return self.events.get_nowait()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failure is None:
+            self._failure = error
+            self._failed.set()
 
     async def _feed(self, event: Event) -> None:
         self._internal.append(event)
@@ -178,10 +228,10 @@ class ConsensusDriver:
 
     def post(self, event: Event) -> None:
         """Queue an event from the outside (peer message, timer, batch); drop when full."""
-        try:
-            self.events.put_nowait(event)
-        except asyncio.QueueFull:
+        if self.events.qsize() >= EVENT_QUEUE_EVENTS_MAX:
             self.services.metrics.consensus_events_dropped.inc()
+            return
+        self.events.put_nowait(event)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -191,10 +241,18 @@ class ConsensusDriver:
     async def stop(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
-        tasks = [*self._tasks, *([self._batch_task] if self._batch_task else [])]
+        tasks = [
+            *self._tasks,
+            *self._executions,
+            *([self._batch_task] if self._batch_task else []),
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Blocks already handed to the commit thread are final: let them reach the disk
+        # before the store closes.
+        with contextlib.suppress(Exception):
+            await self._commits.drain()
 
     # --- actions ---------------------------------------------------------------------------
 
@@ -203,19 +261,19 @@ class ConsensusDriver:
             actions = self.action_filter(actions)
         votes: list[PersistVote] = []
         for action in actions:
-            # Consecutive votes are persisted together (one fsync); each is on disk before
-            # the next action, which may send it, is carried out.
+            # Consecutive votes are persisted together (one fsync). The driver does not wait
+            # for the write: what could let a vote be seen (a message) waits for it instead.
             if isinstance(action, PersistVote):
                 votes.append(action)
                 continue
             if votes:
-                await self._persist(votes)
+                self._persist(votes)
                 votes = []
             await self._carry_out_one(action)
         if votes:
-            await self._persist(votes)
+            self._persist(votes)
 
-    async def _persist(self, votes: list[PersistVote]) -> None:
+    def _persist(self, votes: list[PersistVote]) -> None:
         records = []
         for vote in votes:
             if vote.kind == "view" and vote.in_view_change:
@@ -223,13 +281,17 @@ class ConsensusDriver:
             proposal = self.pending.get(vote.block_hash) if vote.kind == "prepared" else None
             txs = () if proposal is None else tuple(tx.envelope for tx in proposal.transactions)
             records.append((vote, txs))
-        await self._run_in_commit_thread(self.log.persist, records)
+        self._votes_written = self._commits.submit(lambda: self.log.persist(records))
 
     async def _carry_out_one(self, action: Action) -> None:
         if isinstance(action, Broadcast):
-            self.transport.broadcast(to_wire(action.message, self.chain_id))
+            wire = to_wire(action.message, self.chain_id)
+            # A checkpoint tells peers this node holds the block, so it waits for the block.
+            barrier = self._commits.tail if isinstance(action.message, Checkpoint) else None
+            self._send_when_durable(lambda: self.transport.broadcast(wire), barrier)
         elif isinstance(action, Send):
-            self.transport.send(action.peer, to_wire(action.message, self.chain_id))
+            wire, peer = to_wire(action.message, self.chain_id), action.peer
+            self._send_when_durable(lambda: self.transport.send(peer, wire))
         elif isinstance(action, SetTimer):
             self._set_timer(action.kind, action.delay_ms)
         elif isinstance(action, CancelTimer):
@@ -239,25 +301,69 @@ class ConsensusDriver:
         elif isinstance(action, RequestBatch):
             self._request_batch(action.height)
         elif isinstance(action, ExecuteProposal):
-            self._internal.append(await self._execute(action))
+            self._start_execution(action)
         elif isinstance(action, CommitBlock):
-            await self._commit(action)
+            self._commit(action)
         elif isinstance(action, FetchBlocks):
+            await self._drain()
             log.info("fetching blocks up to %d from %s", action.target_height, action.peers)
             self._internal.append(await self._fetch_blocks(action))
         elif isinstance(action, FetchProposal):
             log.info("fetching proposal %s from %s", action.block_hash.hex()[:16], action.peers)
             self._spawn(self._fetch_proposal(action))
         elif isinstance(action, EnteredView):
+            # The old view's speculative blocks go back to the mempool: blocks already
+            # committed must be out of it first.
+            await self._drain()
             self._entered_view(action)
         elif isinstance(action, Suspect):
             self.services.metrics.peer_suspicions.labels(
                 peer=str(action.peer), code=action.code
             ).inc()
 
-    async def _run_in_commit_thread(self, function: Any, *args: Any) -> Any:
+    def _send_when_durable(
+        self, send: Callable[[], None], barrier: asyncio.Future[None] | None = None
+    ) -> None:
+        """Send now if every vote persisted so far is on disk (and `barrier` is done),
+        else once they are; messages leave in the order the replica sent them."""
+        if barrier is None:
+            barrier = self._votes_written
+        if self._outbox is None and (barrier is None or barrier.done()):
+            send()
+            return
+        self._outbox = asyncio.ensure_future(self._send_later(self._outbox, barrier, send))
+        self._outbox.add_done_callback(self._outbox_done)
+
+    async def _send_later(
+        self,
+        previous: asyncio.Future[None] | None,
+        barrier: asyncio.Future[None] | None,
+        send: Callable[[], None],
+    ) -> None:
+        if previous is not None:
+            await previous
+        if barrier is not None:
+            await barrier
+        send()
+
+    def _outbox_done(self, task: asyncio.Future[None]) -> None:
+        if task is self._outbox:
+            self._outbox = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._fail(error)
+
+    async def _drain(self) -> None:
+        """Wait for every execution, write and send under way (before the store or the
+        pending blocks are changed under them)."""
+        while self._executions:
+            await asyncio.gather(*self._executions)
+        await self._commits.drain()
+        while self._outbox is not None:
+            await self._outbox
+
+    async def _run_in_execution_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
-            self._commit_thread, function, *args
+            self._execution_thread, function, *args
         )
 
     def _set_timer(self, kind: TimerKind, delay_ms: int) -> None:
@@ -290,11 +396,30 @@ class ConsensusDriver:
     # --- execution -------------------------------------------------------------------------
 
     def _parent(self, parent_hash: bytes) -> Parent | None:
+        # The pending proposal first: a block being written stays pending until its write
+        # returned, while the store's tip fields may be half updated.
         store = self.services.store
+        proposal = self.pending.get(parent_hash)
+        if proposal is not None:
+            return proposal.as_parent(store)
         if parent_hash == store.last_block_hash:
             return self.services.ledger.tip()
-        proposal = self.pending.get(parent_hash)
-        return None if proposal is None else proposal.as_parent(store)
+        return None
+
+    def _start_execution(self, action: ExecuteProposal) -> None:
+        """Execute on the execution thread while the driver goes on; the result comes back
+        as a later event, as the replica's contract allows (consensus/events.py)."""
+        task = asyncio.ensure_future(self._execute_and_report(action))
+        self._executions.add(task)
+        task.add_done_callback(self._execution_done)
+
+    async def _execute_and_report(self, action: ExecuteProposal) -> None:
+        self.events.put_nowait(await self._execute(action))
+
+    def _execution_done(self, task: asyncio.Task[None]) -> None:
+        self._executions.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._fail(error)
 
     async def _execute(self, action: ExecuteProposal) -> ExecutionResult:
         parent = self._parent(action.parent_hash)
@@ -330,7 +455,7 @@ class ConsensusDriver:
         if not batch:
             raise ProposalRejected("local.empty_batch", "every transaction is already in a block")
         ledger = self.services.ledger
-        return await self._run_in_commit_thread(
+        return await self._run_in_execution_thread(
             ledger.build_proposal,
             parent,
             batch,
@@ -344,7 +469,7 @@ class ConsensusDriver:
         header = action.header
         assert header is not None
         transactions = await self._decode_proposed(action.txs)
-        proposal: Proposal = await self._run_in_commit_thread(
+        proposal: Proposal = await self._run_in_execution_thread(
             self.services.ledger.check_proposal, header, transactions, parent, wall_clock_ms()
         )
         expected = (
@@ -386,14 +511,21 @@ class ConsensusDriver:
 
     # --- commit ----------------------------------------------------------------------------
 
-    async def _commit(self, action: CommitBlock) -> None:
-        proposal = self.pending.pop(action.block_hash, None)
+    def _commit(self, action: CommitBlock) -> None:
+        """Hand the block to the commit thread and go on (node/commit_queue.py).
+
+        The proposal stays pending, as the parent of the next height, until the write has
+        returned; `_after_commit` prunes it.
+        """
+        proposal = self.pending.get(action.block_hash)
         require(proposal is not None, f"commit of block {action.block_hash.hex()} never executed")
         assert proposal is not None
         certificate = CommitCertificate(action.block_hash, action.height, action.signatures)
         started = time.monotonic()
-        block = await self._run_in_commit_thread(self._commit_and_forget, proposal, certificate)
-        self._after_commit([(block, proposal.output.receipts)], started)
+        self._commits.submit(
+            lambda: self._commit_and_forget(proposal, certificate),
+            lambda block: self._after_commit([(block, proposal.output.receipts)], started),
+        )
 
     def _commit_and_forget(
         self, proposal: Proposal, certificate: CommitCertificate
@@ -442,6 +574,7 @@ class ConsensusDriver:
 
     async def _sync(self, target_height: int | None, peers: Sequence[int]) -> None:
         """State transfer up to `target_height` (None: as far as the peers have blocks)."""
+        await self._drain()
         status = self.services.consensus
         status.syncing = True
         self._update_status()
@@ -464,7 +597,8 @@ class ConsensusDriver:
             proposal = self.pending.get(block_hash)
             if height != self.services.store.height + 1 or proposal is None:
                 continue
-            await self._commit(CommitBlock(height, block_hash, signatures))
+            self._commit(CommitBlock(height, block_hash, signatures))
+            await self._drain()
 
     def _on_blocks_applied(self, blocks: Sequence[CommittedBlock]) -> None:
         receipts = [tuple(Receipt.decode(r) for r in block.receipts) for block in blocks]
@@ -603,5 +737,11 @@ class ConsensusDriver:
 
 
 def commit_thread() -> ThreadPoolExecutor:
-    """The one thread that executes and writes blocks, strictly in order."""
+    """The one thread that writes votes and blocks, strictly in order."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+
+
+def execution_thread() -> ThreadPoolExecutor:
+    """The one thread that executes proposals, one at a time, while blocks below are
+    being written on the commit thread."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="execute")

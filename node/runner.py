@@ -23,7 +23,7 @@ from node.config import ConfigError, NodeConfig, StorageSection, load_config
 from node.crypto import KeyFileError
 from node.genesis import GenesisError
 from node.p2p.transport import PeerTransport, TransportError
-from node.pbft import ConsensusDriver, commit_thread
+from node.pbft import ConsensusDriver, commit_thread, execution_thread
 from node.relay import TransactionRelay
 from node.services import NodeServices, NodeSetupError, build_services, load_node_keys
 from node.storage import StorageError
@@ -92,7 +92,7 @@ class Consensus:
         sync = BlockSync(
             transport, services.ledger, services.verifier, services.metrics, apply_executor=thread
         )
-        driver = ConsensusDriver(services, transport, sync, thread)
+        driver = ConsensusDriver(services, transport, sync, thread, execution_thread())
         driver.relay = relay
         byzantine = os.environ.get(BYZANTINE_ENV)
         if byzantine:
@@ -128,6 +128,7 @@ class RunningNode:
 
 async def _start(services: NodeServices) -> RunningNode:
     config = services.config
+    await services.verifier.start()
     consensus = Consensus.build(services)
     runner = web.AppRunner(create_app(services), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
