@@ -174,3 +174,21 @@ def test_load_network_names_the_file_when_missing_or_malformed(tmp_path: Path) -
     )
     with pytest.raises(TestnetError, match=r"nodes\[0\]\.org is missing"):
         load_network(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("cores", "validators", "expected"),
+    [(2, 1, "processes"), (2, 4, "threads"), (16, 4, "processes"), (8, 7, "threads")],
+)
+def test_co_located_nodes_verify_in_processes_only_with_cores_to_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, validators: int, expected: str
+) -> None:
+    """Worker processes need about two cores per node; fewer, and their round trips wait
+    for the scheduler (docs/performance.md)."""
+    monkeypatch.setattr("node.testnet.os.cpu_count", lambda: cores)
+    generate_testnet(tmp_path / "net", validators, genesis_time_ms=GENESIS_TIME_MS)
+    modes = {
+        load_config(tmp_path / "net" / f"node{index}", environ={}).crypto.verify_in
+        for index in range(validators)
+    }
+    assert modes == {expected}
