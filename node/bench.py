@@ -56,6 +56,8 @@ BACKLOG_DEFAULT: Final = 6_000
 COMMIT_WAIT_S: Final = 30.0
 # A closed-loop client whose whole batch was refused (mempool full) pauses this long.
 REFUSED_PAUSE_S: Final = 0.2
+# How many refusals the result quotes (it counts them all).
+ERRORS_KEPT: Final = 5
 DURATION_S_DEFAULT: Final = 20.0
 WARMUP_S_DEFAULT: Final = 5.0
 # Pre-signed budget per second of run when --txs is not given (closed loop), by size.
@@ -151,6 +153,8 @@ class BenchResult:
     # The bench client's own CPU over the window: on one machine it shares the cores.
     client_cpu_percent: float = 0.0
     backlog_txs: int | None = None  # closed loop only
+    # The first few refusals as the nodes answered them (what `refused` counts).
+    first_refusals: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +169,10 @@ class LoadState:
     ran_out: bool = False
     inflight: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def note_error(self, error: str) -> None:
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append(error)
 
 
 class Batches:
@@ -200,16 +208,15 @@ async def _post_batch(
             results = await answer.json()
         if answer.status != 200 or not isinstance(results, list):
             state.refused.update(tx_id for tx_id, _ in batch)
-            state.errors.append(f"{url}: HTTP {answer.status} {str(results)[:200]}")
+            state.note_error(f"{url}: HTTP {answer.status} {str(results)[:200]}")
             return
         for (tx_id, _), result in zip(batch, results, strict=False):
             if "error" in result:
                 state.refused.add(tx_id)
-                if len(state.errors) < 5:
-                    state.errors.append(f"{url}: {str(result)[:200]}")
+                state.note_error(f"{url}: {str(result)[:200]}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         state.refused.update(tx_id for tx_id, _ in batch)
-        state.errors.append(f"{url}: {exc!r}")
+        state.note_error(f"{url}: {exc!r}")
     finally:
         state.inflight -= 1
 
@@ -377,6 +384,7 @@ def _figures(
         duration_s=plan.duration_s,
         submitted=len(state.submitted_at),
         refused=len(state.refused),
+        first_refusals=list(state.errors),
         committed_in_window=committed,
         committed_tps=round(committed / plan.duration_s, 1),
         latency_p50_ms=round(_percentile(latencies, 0.50), 1),
@@ -567,6 +575,8 @@ def print_result(result: BenchResult) -> None:
         f" refused {result.refused:,}, not committed after"
         f" the drain {result.not_committed:,}, view changes {result.view_changes}"
     )
+    for refusal in result.first_refusals:
+        print(f"  refused: {refusal}")
     if result.ran_out_of_signed:
         print("  (ran out of pre-signed transactions: raise --txs for a full window)")
     worst = sorted(result.timeline, key=lambda second: second.latency_p99_ms)[-3:]
