@@ -112,12 +112,8 @@ class SignatureCheck:
     signature: bytes
 
 
-def verify_checks(checks: Sequence[SignatureCheck]) -> list[bool]:
-    return [verify(c.public_key, c.domain, c.payload, c.signature) for c in checks]
-
-
 def verify_packed(checks: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> bytes:
-    """Worker-process side of `SignatureVerifier`: `(public_key, domain, payload, signature)`
+    """The pool side of `SignatureVerifier`: `(public_key, domain, payload, signature)`
     tuples in, one byte per check out (1 verifies, 0 does not): cheap to pickle both ways."""
     return bytes(verify(*check) for check in checks)
 
@@ -197,8 +193,6 @@ class SignatureVerifier:
 
     async def verify_many(self, checks: Sequence[SignatureCheck]) -> list[bool]:
         """Verify every check, in order, on the pool in chunks; the event loop stays free."""
-        if not self.in_processes:
-            return await self.map_chunks(verify_checks, checks)
         packed = [(c.public_key, c.domain, c.payload, c.signature) for c in checks]
         return [verdict == 1 for verdict in await self.map_chunks(verify_packed, packed)]
 
