@@ -164,7 +164,6 @@ class ConsensusDriver:
         self._timers: dict[TimerKind, asyncio.TimerHandle] = {}
         self._batch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._commit_thread = commit_thread
         self._execution_thread = execution_thread
         self._commits = CommitQueue(commit_thread, self._fail)
         self._executions: set[asyncio.Task[None]] = set()
