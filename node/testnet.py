@@ -209,10 +209,11 @@ def _colocated_crypto(crypto: CryptoSection, validators: int) -> CryptoSection:
     """Threads instead of worker processes when the machine lacks the cores for them.
 
     Worker processes take verification off a node's GIL, which pays when the node has
-    cores of its own: one validator on two cores commits about a fifth more. With four
-    nodes on two cores every core is already busy with a node, and each process round
-    trip waits to be scheduled: measured, 4 validators at 2,000 tx/s had p50 commit
-    latency 480-620 ms with processes and 280-315 ms with threads (docs/performance.md).
+    cores of its own: one validator on two cores committed 6,733-7,067 tx/s with them and
+    4,817-5,367 with threads. With four nodes on two cores every core is already busy with
+    a node, and each process round trip waits to be scheduled: 4 validators at 2,000 tx/s
+    had p50 commit latency 480-620 ms with processes and 315-368 ms with threads
+    (docs/performance.md, round 5).
     """
     cores = os.cpu_count() or 1
     if cores >= CORES_PER_NODE_FOR_WORKER_PROCESSES * validators:
