@@ -1,8 +1,8 @@
 """Admission: the checks a transaction passes before it enters the mempool (PROTOCOL.md 3).
 
-Decode, size, chain and signature (on the verifier's worker processes, a chunk of a batch
-at a time: node/envelope_check.py), then duplicates, capacity, signer and role, and
-arguments against committed state: each failure has its own code.
+Decode, size, chain, signature and arguments (on the verifier's worker processes, a chunk
+of a batch at a time: node/envelope_check.py), then duplicates, capacity, signer and role
+against committed state: each failure has its own code, refused in API.md's order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from typing import Any
 from contracts.membership import is_known_key
 from contracts.runtime import ContractError, ContractRegistry, check_args
 from node.crypto import SignatureVerifier
-from node.envelope_check import check_envelopes, decode_submitted, transaction_from_outcome
+from node.envelope_check import (
+    ARGS_UNCHECKED,
+    ArgsVerdict,
+    check_envelopes,
+    decode_submitted,
+    transaction_from_outcome,
+)
 from node.errors import ChanceryError
 from node.execution import SignerCache
 from node.mempool import Mempool, mempool_full
@@ -57,8 +63,11 @@ class Admission:
         """
         return decode_submitted(item, self.chain_id, self.envelope_bytes_max)
 
-    def check_authority(self, tx: Transaction) -> None:
+    def check_authority(self, tx: Transaction, args_verdict: ArgsVerdict = ARGS_UNCHECKED) -> None:
         """Signer active, method known, role allowed, arguments valid (committed state).
+
+        A worker's refusal of the arguments (`args_verdict`, node/envelope_check.py) is
+        raised in its place in that order; arguments already checked are not checked again.
 
         Raises:
             ChanceryError: `tx.unknown_signer`, `tx.unknown_method`, `tx.forbidden`,
@@ -87,6 +96,11 @@ class Admission:
                 f"{tx.body.contract}.{tx.body.method}",
                 {"org": signer.org},
             )
+        if isinstance(args_verdict, tuple):
+            message, details = args_verdict
+            raise ChanceryError("tx.invalid_args", message, details)
+        if tx.args_checked:
+            return
         try:
             check_args(method.args, tx.body.args)
         except ContractError as exc:
@@ -108,7 +122,9 @@ class Admission:
                 {"status": "pending", "tx_id": tx.tx_id.hex()},
             )
 
-    def _admit_checked(self, tx: Transaction, signature_ok: bool) -> AdmissionResult:
+    def _admit_checked(
+        self, tx: Transaction, signature_ok: bool, args_verdict: ArgsVerdict
+    ) -> AdmissionResult:
         try:
             # Refusals in the order a client is told: duplicate, no room, then signature.
             self.check_new(tx)
@@ -116,7 +132,7 @@ class Admission:
                 raise mempool_full()
             if not signature_ok:
                 raise ChanceryError("tx.bad_signature", "signature does not verify for the signer")
-            self.check_authority(tx)
+            self.check_authority(tx, args_verdict)
             self.mempool.add(tx)
         except ChanceryError as error:
             return error
@@ -141,7 +157,7 @@ class Admission:
         )
         results: list[AdmissionResult] = []
         for outcome in outcomes:
-            checked = transaction_from_outcome(outcome)
+            checked = transaction_from_outcome(outcome, self.registry)
             if isinstance(checked, ChanceryError):
                 results.append(checked)
             else:

