@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
+from node.gc_tuning import tune_garbage_collector
+
 DOMAIN_TX: Final = b"chancery/tx/v1\n"
 DOMAIN_COMMIT: Final = b"chancery/commit/v1\n"
 DOMAIN_P2P: Final = b"chancery/p2p/v1\n"
@@ -118,9 +120,15 @@ def verify_packed(checks: Sequence[tuple[bytes, bytes, bytes, bytes]]) -> bytes:
     return bytes(verify(*check) for check in checks)
 
 
+def _start_worker(parent_pid: int) -> None:
+    """Worker-process start: the node's collector settings, and an exit with the node."""
+    tune_garbage_collector()
+    _exit_with_parent(parent_pid)
+
+
 def _exit_with_parent(parent_pid: int) -> None:
-    """Worker-process start: exit when the node is gone, even if it was killed outright
-    (a killed node never shuts its pool down, and idle workers would wait for ever)."""
+    """Exit this worker when the node is gone, even if it was killed outright (a killed
+    node never shuts its pool down, and idle workers would wait for ever)."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -164,7 +172,7 @@ class SignatureVerifier:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
+                initializer=_start_worker,
                 initargs=(os.getpid(),),
             )
         else:

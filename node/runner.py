@@ -21,6 +21,7 @@ from aiohttp import web
 from node.api.app import create_app
 from node.config import ConfigError, NodeConfig, StorageSection, load_config
 from node.crypto import KeyFileError
+from node.gc_tuning import tune_garbage_collector
 from node.genesis import GenesisError
 from node.p2p.transport import PeerTransport, TransportError
 from node.pbft import ConsensusDriver, commit_thread, execution_thread
@@ -211,6 +212,7 @@ def run_node(home: Path) -> int:
     except (GenesisError, KeyFileError, StorageError, NodeSetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    tune_garbage_collector()
     try:
         asyncio.run(_serve(services))
     except (PortInUseError, NodeSetupError, TransportError) as exc:
