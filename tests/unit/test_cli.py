@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import stat
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from node.cli import main
 from node.crypto import DOMAIN_TX, SigningKey, load_key_file, verify, write_key_file
+from node.localnet import API_PORT_RANGE, free_port_base
 from node.testnet import load_network
 from node.transaction import decode_envelope
 
@@ -28,9 +28,8 @@ KEY_HEX = "ab" * 32
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    # Below the ephemeral range, so no outbound connection can take it before it is bound.
+    return free_port_base(1, API_PORT_RANGE)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

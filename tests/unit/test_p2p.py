@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from node.config import P2pSection, PeerAddress
 from node.crypto import DOMAIN_P2P, SigningKey, verify
 from node.genesis import Genesis
+from node.localnet import P2P_PORT_RANGE, free_port_base
 from node.metrics import NodeMetrics
 from node.p2p.framing import FrameError, encode_frame, read_frame
 from node.p2p.handshake import (
@@ -46,9 +46,9 @@ WAIT_S = 5.0
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port the kernel handed out for
+    binding could be lent to another transport's outbound connection before we bind it."""
+    return free_port_base(1, P2P_PORT_RANGE)
 
 
 @dataclass
@@ -65,7 +65,8 @@ class Network:
 
     def __init__(self, consortium: Consortium, count: int, **config: Any) -> None:
         self.consortium = consortium
-        self.ports = [free_port() for _ in range(count)]
+        base = free_port_base(count, P2P_PORT_RANGE)
+        self.ports = list(range(base, base + count))
         self.config_overrides = config
         self.peers: dict[int, Peer] = {}
 
