@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from contracts.registry import builtin_registry
-from contracts.runtime import ContractError, ContractRegistry, check_args
+from contracts.runtime import ContractError, check_args
 from node.crypto import DOMAIN_TX, verify
 from node.errors import ChanceryError
 from node.transaction import Transaction, TransactionBody, build_transaction, decode_envelope
@@ -119,17 +119,19 @@ def check_envelopes(
 
 
 def transaction_from_outcome(
-    outcome: EnvelopeOutcome, registry: ContractRegistry
+    outcome: EnvelopeOutcome, trust_args_verdict: bool
 ) -> tuple[Transaction, bool, ArgsVerdict] | ChanceryError:
     """The worker's decoded transaction, whether its signature verifies and the verdict on
-    its arguments (ARGS_UNCHECKED unless `registry` is the one the worker checked against),
-    or its refusal.
+    its arguments, or its refusal.
+
+    `trust_args_verdict` only for a node that runs the built-in registry, which the worker
+    checked against; otherwise the verdict comes back ARGS_UNCHECKED.
     """
     if outcome[0] == REFUSED:
         _, code, message, details = outcome
         return ChanceryError(code, message, details)
     _, tx_id, envelope, body_bytes, signer, signature, body, signature_ok, verdict = outcome
-    if registry is not builtin_registry():
+    if not trust_args_verdict:
         verdict = ARGS_UNCHECKED
     tx = Transaction(
         tx_id,
