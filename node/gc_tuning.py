@@ -2,9 +2,9 @@
 
 The collector's default runs a young collection every 700 net container allocations. A
 node under load allocates a few tuples, lists and records per transaction and frees them
-almost at once, so it ran about 80 young, 7 middle and 0.7 full collections a second at
-8,000 tx/s: 3.1 s of the 55 s measured, all holding the GIL, for almost no cyclic garbage
-found (docs/performance.md, round 6). A higher young threshold lets those short-lived
+almost at once, so at about 8,000 tx/s it ran some 100 young, 10 middle and 1 full
+collection a second: 4.2 s of about 40 s under load, all holding the GIL, for almost no
+cyclic garbage found (docs/performance.md, round 6). A higher young threshold lets those short-lived
 objects die by reference counting first; freezing moves what start-up built (genesis,
 registry, config, imported modules) out of every later full collection.
 """
