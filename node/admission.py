@@ -14,13 +14,7 @@ from contracts.membership import is_known_key
 from contracts.registry import builtin_registry
 from contracts.runtime import ContractError, ContractRegistry, check_args
 from node.crypto import SignatureVerifier
-from node.envelope_check import (
-    ARGS_UNCHECKED,
-    ArgsVerdict,
-    check_envelopes,
-    decode_submitted,
-    transaction_from_outcome,
-)
+from node.envelope_check import check_envelopes, decode_submitted, transaction_from_outcome
 from node.errors import ChanceryError
 from node.execution import SignerCache
 from node.mempool import Mempool, mempool_full
@@ -67,10 +61,10 @@ class Admission:
         """
         return decode_submitted(item, self.chain_id, self.envelope_bytes_max)
 
-    def check_authority(self, tx: Transaction, args_verdict: ArgsVerdict = ARGS_UNCHECKED) -> None:
+    def check_authority(self, tx: Transaction, args_refusal: ChanceryError | None = None) -> None:
         """Signer active, method known, role allowed, arguments valid (committed state).
 
-        A worker's refusal of the arguments (`args_verdict`, node/envelope_check.py) is
+        A worker's refusal of the arguments (`args_refusal`, node/envelope_check.py) is
         raised in its place in that order; arguments already checked are not checked again.
 
         Raises:
@@ -100,9 +94,8 @@ class Admission:
                 f"{tx.body.contract}.{tx.body.method}",
                 {"org": signer.org},
             )
-        if isinstance(args_verdict, tuple):
-            message, details = args_verdict
-            raise ChanceryError("tx.invalid_args", message, details)
+        if args_refusal is not None:
+            raise args_refusal
         if tx.args_checked:
             return
         try:
@@ -127,7 +120,7 @@ class Admission:
             )
 
     def _admit_checked(
-        self, tx: Transaction, signature_ok: bool, args_verdict: ArgsVerdict
+        self, tx: Transaction, signature_ok: bool, args_refusal: ChanceryError | None
     ) -> AdmissionResult:
         try:
             # Refusals in the order a client is told: duplicate, no room, then signature.
@@ -136,7 +129,7 @@ class Admission:
                 raise mempool_full()
             if not signature_ok:
                 raise ChanceryError("tx.bad_signature", "signature does not verify for the signer")
-            self.check_authority(tx, args_verdict)
+            self.check_authority(tx, args_refusal)
             self.mempool.add(tx)
         except ChanceryError as error:
             return error

@@ -120,12 +120,13 @@ def check_envelopes(
 
 def transaction_from_outcome(
     outcome: EnvelopeOutcome, trust_args_verdict: bool
-) -> tuple[Transaction, bool, ArgsVerdict] | ChanceryError:
-    """The worker's decoded transaction, whether its signature verifies and the verdict on
-    its arguments, or its refusal.
+) -> tuple[Transaction, bool, ChanceryError | None] | ChanceryError:
+    """The worker's decoded transaction, whether its signature verifies and the refusal of
+    its arguments (None if they passed or were not checked), or the envelope's refusal.
 
     `trust_args_verdict` only for a node that runs the built-in registry, which the worker
-    checked against; otherwise the verdict comes back ARGS_UNCHECKED.
+    checked against; otherwise the worker's verdict is ignored and the arguments are left
+    unchecked (`Transaction.args_checked` false).
     """
     if outcome[0] == REFUSED:
         _, code, message, details = outcome
@@ -142,4 +143,7 @@ def transaction_from_outcome(
         signature,
         args_checked=verdict is ARGS_VALID,
     )
-    return tx, signature_ok, verdict
+    args_refusal = (
+        ChanceryError("tx.invalid_args", *verdict) if isinstance(verdict, tuple) else None
+    )
+    return tx, signature_ok, args_refusal
