@@ -765,10 +765,24 @@ class Replica:
         if problem is not None:
             self._suspect(message.sender, "bad_view_change")
             return
-        self.view_changes.setdefault(message.new_view, {})[message.sender] = message
+        wanted = self.view_changes.setdefault(message.new_view, {})
+        had_f_plus_one = len(wanted) > self.config.faults_max
+        wanted[message.sender] = message
+        if message.new_view == self.view and not self.active and not had_f_plus_one:
+            self._restart_new_view_wait_at_f_plus_one()
         self._join_if_f_plus_one()
         if message.new_view == self.view and not self.active and self.is_primary:
             self._try_new_view()
+
+    def _restart_new_view_wait_at_f_plus_one(self) -> None:
+        """The wait for NEW-VIEW that ends in moving on counts from the moment f+1 replicas
+        want this view, not from our own VIEW-CHANGE: a VIEW-CHANGE that reaches us late (a
+        peer's queue flushed when a link comes back) is often followed on the same link by
+        the NEW-VIEW that ended that view change, and a timer about to fire would otherwise
+        take us a view beyond everyone. At most once per view, so a peer cannot keep us
+        waiting: the count of VIEW-CHANGEs for a view only grows."""
+        if len(self.view_changes[self.view]) > self.config.faults_max:
+            self._emit(SetTimer(TimerKind.NEW_VIEW, self._timeout_ms()))
 
     def _help_latecomer(self, peer: int) -> None:
         """A peer still asks for a view we have entered: send it our NEW-VIEW. It re-asks on

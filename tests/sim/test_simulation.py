@@ -189,7 +189,8 @@ def test_timeouts_back_off_while_new_primaries_fail() -> None:
     assert set(_honest_views(simulation)) == {2}
     for node in simulation.nodes[2:]:
         delays = [delay for _, kind, delay in node.statistics.timers_set if kind == "new_view"]
-        assert delays[:2] == [4_000, 8_000], delays
+        # A wait restarted when f+1 VIEW-CHANGEs arrive is set twice at the same delay.
+        assert list(dict.fromkeys(delays))[:2] == [4_000, 8_000], delays
 
 
 def test_crash_in_the_middle_of_a_view_change_keeps_the_votes() -> None:
