@@ -7,6 +7,7 @@ against committed state: each failure has its own code, refused in API.md's orde
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,6 +53,9 @@ class Admission:
         # Told of every transaction a client submitted and this node admitted (the relay
         # sends them to every other validator). Peers' relayed batches are not announced.
         self.on_admitted: Callable[[list[Transaction]], None] | None = None
+        # One future per admission under way, done when its transactions are in the
+        # mempool (or refused): see `admissions_under_way`.
+        self._under_way: set[asyncio.Future[None]] = set()
 
     def decode(self, item: bytes | Any) -> Transaction:
         """Decode one envelope (msgpack bytes or a JSON object) and check its size and chain.
@@ -148,6 +152,28 @@ class Admission:
 
         With `announce`, admitted transactions are passed to `on_admitted` (relayed).
         """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._under_way.add(done)
+        try:
+            return await self._admit_many(items, announce)
+        finally:
+            self._under_way.discard(done)
+            done.set_result(None)
+
+    async def admissions_under_way(self) -> None:
+        """Wait until every admission begun before this call has finished.
+
+        A backup checking a proposal waits for this before it verifies transactions its
+        mempool lacks: a peer's relayed copy of them is often still on the workers, and
+        the workers take chunks in order, so the proposal's own verification would finish
+        after that copy anyway. Waiting costs no time and saves verifying them twice.
+        """
+        if self._under_way:
+            await asyncio.wait(list(self._under_way))
+
+    async def _admit_many(
+        self, items: Sequence[bytes | Any], announce: bool
+    ) -> list[AdmissionResult]:
         room = self.mempool.room_txs
         outcomes = await self.verifier.map_chunks(
             check_envelopes, list(items[:room]), self.chain_id, self.envelope_bytes_max

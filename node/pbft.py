@@ -486,27 +486,39 @@ class ConsensusDriver:
 
     async def _decode_proposed(self, envelopes: Sequence[bytes]) -> list[Transaction]:
         """Envelopes -> transactions; reuse verified mempool entries, verify the rest."""
-        mempool = self.services.mempool
-        transactions: list[Transaction] = []
+        tx_ids = [peek_tx_id(envelope) for envelope in envelopes]
+        transactions = self._known_transactions(envelopes, tx_ids)
+        if any(tx is None for tx in transactions):
+            # Some are still being admitted from a peer's relay: take them from there.
+            await self.services.admission.admissions_under_way()
+            transactions = self._known_transactions(envelopes, tx_ids)
+        decoded: list[Transaction] = []
         unverified: list[Transaction] = []
-        for envelope in envelopes:
-            tx_id = peek_tx_id(envelope)
-            known = mempool.get(tx_id) if tx_id is not None else None
-            if known is not None and known.envelope == envelope:
-                transactions.append(known)  # decoded and verified at admission already
-                continue
-            try:
-                decoded = decode_envelope(envelope)
-            except ChanceryError as error:
-                raise ProposalRejected("proposal.malformed_tx", error.message) from None
-            transactions.append(decoded)
-            unverified.append(decoded)
+        for envelope, known in zip(envelopes, transactions, strict=True):
+            if known is None:
+                try:
+                    known = decode_envelope(envelope)
+                except ChanceryError as error:
+                    raise ProposalRejected("proposal.malformed_tx", error.message) from None
+                unverified.append(known)
+            decoded.append(known)
         checks = [
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in unverified
         ]
         if not all(await self.services.verifier.verify_many(checks)):
             raise ProposalRejected("proposal.bad_tx_signature", "a transaction signature fails")
-        return transactions
+        return decoded
+
+    def _known_transactions(
+        self, envelopes: Sequence[bytes], tx_ids: Sequence[bytes | None]
+    ) -> list[Transaction | None]:
+        """The mempool's verified copy of each envelope, or None where it has none."""
+        mempool = self.services.mempool
+        known: list[Transaction | None] = []
+        for envelope, tx_id in zip(envelopes, tx_ids, strict=True):
+            tx = mempool.get(tx_id) if tx_id is not None else None
+            known.append(tx if tx is not None and tx.envelope == envelope else None)
+        return known
 
     # --- commit ----------------------------------------------------------------------------
 

@@ -1,11 +1,13 @@
 """The PBFT driver's ordering promises, on its real commit thread: it does not wait for
 vote writes, yet no message leaves before the votes persisted ahead of it are written,
-and messages leave in the order the replica produced them."""
+and messages leave in the order the replica produced them. And a backup's proposal check
+reuses what admission verified, even while that admission is still under way."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,12 @@ import pytest
 
 from consensus.events import Broadcast, PersistVote, Send
 from consensus.messages import Commit, Prepare
+from node.ledger import ProposalRejected
 from node.pbft import ConsensusDriver
 from node.runner import Consensus
 from node.services import NodeServices, build_services
-from tests.helpers import create_testnet
+from node.transaction import Transaction
+from tests.helpers import LocalTestnet, create_testnet
 
 WRITE_WAIT_S = 5.0
 
@@ -37,8 +41,12 @@ class SlowLog:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[NodeServices]:
-    testnet = create_testnet(tmp_path / "net")
+def testnet(tmp_path: Path) -> LocalTestnet:
+    return create_testnet(tmp_path / "net")
+
+
+@pytest.fixture
+def services(testnet: LocalTestnet) -> Iterator[NodeServices]:
     built = build_services(testnet.config())
     yield built
     built.close()
@@ -76,3 +84,70 @@ async def test_a_message_leaves_only_after_the_votes_before_it_are_written(
     # Nothing being written: a message leaves at once.
     await driver._carry_out([Broadcast(prepare(3))])
     assert order[-1] == "sent prepare 3"
+
+
+class GatedVerifier:
+    """Wraps the node's real verifier: holds every batch until the test opens the gate,
+    and records how many signatures proposal checks asked it for."""
+
+    def __init__(self, services: NodeServices) -> None:
+        self.real = services.verifier
+        self.gate = asyncio.Event()
+        self.proposal_checks: list[int] = []
+        real_map_chunks = self.real.map_chunks
+        real_verify_many = self.real.verify_many
+
+        async def map_chunks(function: Any, items: Sequence[Any], *args: Any) -> list[Any]:
+            await self.gate.wait()
+            return await real_map_chunks(function, items, *args)
+
+        async def verify_many(checks: Sequence[Any]) -> list[bool]:
+            self.proposal_checks.append(len(checks))
+            return await real_verify_many(checks)
+
+        self.real.map_chunks = map_chunks  # type: ignore[method-assign]
+        self.real.verify_many = verify_many  # type: ignore[method-assign]
+
+
+async def test_a_proposal_check_takes_transactions_still_being_admitted_from_admission(
+    services: NodeServices, testnet: LocalTestnet
+) -> None:
+    """A peer's relayed batch is on the verifier when the proposal holding it arrives: the
+    check waits for that admission instead of verifying the same signatures again, and
+    verifies only the transaction nobody is admitting."""
+    driver = Consensus.build(services).driver
+    verifier = GatedVerifier(services)
+    relayed = [testnet.add_member() for _ in range(3)]
+    stranger = testnet.add_member()
+    admitting = asyncio.create_task(
+        services.admission.admit_many([tx.envelope for tx in relayed], announce=False)
+    )
+    await asyncio.sleep(0)  # the admission is under way, held at the verifier
+    checking = asyncio.create_task(
+        driver._decode_proposed([tx.envelope for tx in [*relayed, stranger]])
+    )
+    await asyncio.sleep(0.05)
+    assert not checking.done() and verifier.proposal_checks == []
+
+    verifier.gate.set()
+    admitted = await admitting
+    decoded: list[Transaction] = await checking
+
+    assert all(isinstance(tx, Transaction) for tx in admitted)
+    assert [tx.tx_id for tx in decoded] == [tx.tx_id for tx in [*relayed, stranger]]
+    assert all(mine is theirs for mine, theirs in zip(decoded, admitted, strict=False))
+    assert verifier.proposal_checks == [1], "only the stranger was verified by the check"
+
+
+async def test_a_proposal_check_still_refuses_a_forged_signature(
+    services: NodeServices, testnet: LocalTestnet
+) -> None:
+    driver = Consensus.build(services).driver
+    honest = testnet.add_member()
+    forged = testnet.add_member(nonce=7)
+    forged_envelope = forged.envelope.replace(forged.signature, bytes(64))
+
+    with pytest.raises(ProposalRejected) as rejected:
+        await driver._decode_proposed([honest.envelope, forged_envelope])
+
+    assert rejected.value.code == "proposal.bad_tx_signature"
