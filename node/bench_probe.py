@@ -18,6 +18,10 @@ from typing import Any, Final
 import aiohttp
 
 SAMPLE_INTERVAL_S: Final = 1.0
+# A scrape answered later than this is no use as a sample: skip it, read the node again on
+# the next round (an overloaded node may answer its event stream and nothing else for a while).
+SAMPLE_TIMEOUT_S: Final = 10.0
+SAMPLE_TIMEOUT: Final = aiohttp.ClientTimeout(total=SAMPLE_TIMEOUT_S)
 SCRAPED: Final = frozenset(
     {
         "process_cpu_seconds_total",
@@ -90,9 +94,9 @@ async def sample_nodes(
     while True:
         for node in samples:
             try:
-                async with session.get(f"{node.url}/metrics") as answer:
+                async with session.get(f"{node.url}/metrics", timeout=SAMPLE_TIMEOUT) as answer:
                     node.record(parse_metrics(await answer.text()), time.monotonic())
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 continue  # a node that does not answer now is read on the next round
         if stop.is_set():
             return

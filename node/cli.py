@@ -86,7 +86,11 @@ def _error_text(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror.lower()}"
-    return str(error)
+    # Some errors carry no message at all (a bare TimeoutError): name them rather than
+    # printing an empty "error: ".
+    if isinstance(error, TimeoutError) and not str(error):
+        return "timed out"
+    return str(error) or type(error).__name__
 
 
 def _is_reported(error: Exception) -> bool:

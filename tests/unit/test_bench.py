@@ -10,16 +10,19 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from contracts import lottery
 from contracts.registry import builtin_registry
-from node import bench
+from node import bench, bench_probe
 from node.bench import TIMELINE_POINTS_MAX, LoadState, _thinned, _timeline
 from node.bench import main as bench_main
 from node.bench_invoice import BUYER, ISSUER, TAX_OFFICE, SigningJob, sign_chunk
-from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics
+from node.bench_probe import CommitLog, NodeSamples, _record_block, parse_metrics, sample_nodes
 from node.bench_workload import (
     LOTTERY_ENTRIES_PER_CALL,
     SignJob,
@@ -66,6 +69,35 @@ def test_a_node_exports_its_heap_apart_from_mapped_files() -> None:
     metrics = parse_metrics(NodeMetrics().render().decode())
     heap = metrics["chancery_process_anonymous_memory_bytes"]
     assert 0 < heap <= metrics["process_resident_memory_bytes"]
+
+
+async def test_a_scrape_that_times_out_is_skipped_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An overloaded node that answers /metrics too late costs the benchmark one sample of
+    it; the other node is still read, and the run goes on to print its figures."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)
+        return web.Response(text=EXPOSITION)
+
+    async def prompt(request: web.Request) -> web.Response:
+        return web.Response(text=EXPOSITION)
+
+    slow_app, prompt_app = web.Application(), web.Application()
+    slow_app.router.add_get("/metrics", slow)
+    prompt_app.router.add_get("/metrics", prompt)
+    monkeypatch.setattr(bench_probe, "SAMPLE_TIMEOUT", aiohttp.ClientTimeout(total=0.05))
+    async with TestServer(slow_app) as slow_server, TestServer(prompt_app) as prompt_server:
+        samples = [
+            NodeSamples(str(slow_server.make_url("")).rstrip("/")),
+            NodeSamples(str(prompt_server.make_url("")).rstrip("/")),
+        ]
+        stop = asyncio.Event()
+        stop.set()  # one round, then return
+        async with aiohttp.ClientSession() as session:
+            await sample_nodes(session, samples, stop)
+    assert samples[0].first == {} and samples[1].first["chancery_block_height"] == 42
 
 
 def test_node_samples_give_cpu_share_and_peak_memory() -> None:

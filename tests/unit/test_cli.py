@@ -250,6 +250,21 @@ def test_unreachable_node_is_a_clear_runtime_error(
     assert_one_error_line(err, f"cannot reach the node at {url}")
 
 
+def test_an_error_without_a_message_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare TimeoutError (aiohttp's total timeout raises one) once printed `error: `."""
+    from node import bench
+
+    def times_out(*args: object) -> None:
+        raise TimeoutError
+
+    monkeypatch.setattr(bench, "run_fresh", times_out)
+    code, out, err = run(capsys, "bench", "--validators", "1", "--duration", "1")
+    assert (code, out) == (1, "")
+    assert_one_error_line(err, "timed out")
+
+
 def test_status_uses_chancery_url_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
