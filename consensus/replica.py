@@ -765,9 +765,9 @@ class Replica:
         if problem is not None:
             self._suspect(message.sender, "bad_view_change")
             return
-        wanted = self.view_changes.setdefault(message.new_view, {})
-        had_f_plus_one = len(wanted) > self.config.faults_max
-        wanted[message.sender] = message
+        asking = self.view_changes.setdefault(message.new_view, {})
+        had_f_plus_one = len(asking) > self.config.faults_max
+        asking[message.sender] = message
         if message.new_view == self.view and not self.active and not had_f_plus_one:
             self._restart_new_view_wait_at_f_plus_one()
         self._join_if_f_plus_one()

@@ -487,21 +487,24 @@ class ConsensusDriver:
     async def _decode_proposed(self, envelopes: Sequence[bytes]) -> list[Transaction]:
         """Envelopes -> transactions; reuse verified mempool entries, verify the rest."""
         tx_ids = [peek_tx_id(envelope) for envelope in envelopes]
-        transactions = self._known_transactions(envelopes, tx_ids)
-        if any(tx is None for tx in transactions):
+        known = [self._mempool_copy(e, t) for e, t in zip(envelopes, tx_ids, strict=True)]
+        if any(tx is None for tx in known):
             # Some are still being admitted from a peer's relay: take them from there.
             await self.services.admission.admissions_under_way()
-            transactions = self._known_transactions(envelopes, tx_ids)
+            known = [
+                tx if tx is not None else self._mempool_copy(e, t)
+                for tx, e, t in zip(known, envelopes, tx_ids, strict=True)
+            ]
         decoded: list[Transaction] = []
         unverified: list[Transaction] = []
-        for envelope, known in zip(envelopes, transactions, strict=True):
-            if known is None:
+        for envelope, tx in zip(envelopes, known, strict=True):
+            if tx is None:
                 try:
-                    known = decode_envelope(envelope)
+                    tx = decode_envelope(envelope)
                 except ChanceryError as error:
                     raise ProposalRejected("proposal.malformed_tx", error.message) from None
-                unverified.append(known)
-            decoded.append(known)
+                unverified.append(tx)
+            decoded.append(tx)
         checks = [
             SignatureCheck(tx.signer, DOMAIN_TX, tx.body_bytes, tx.signature) for tx in unverified
         ]
@@ -509,16 +512,10 @@ class ConsensusDriver:
             raise ProposalRejected("proposal.bad_tx_signature", "a transaction signature fails")
         return decoded
 
-    def _known_transactions(
-        self, envelopes: Sequence[bytes], tx_ids: Sequence[bytes | None]
-    ) -> list[Transaction | None]:
-        """The mempool's verified copy of each envelope, or None where it has none."""
-        mempool = self.services.mempool
-        known: list[Transaction | None] = []
-        for envelope, tx_id in zip(envelopes, tx_ids, strict=True):
-            tx = mempool.get(tx_id) if tx_id is not None else None
-            known.append(tx if tx is not None and tx.envelope == envelope else None)
-        return known
+    def _mempool_copy(self, envelope: bytes, tx_id: bytes | None) -> Transaction | None:
+        """The mempool's verified copy of `envelope`, if it holds exactly that one."""
+        tx = self.services.mempool.get(tx_id) if tx_id is not None else None
+        return tx if tx is not None and tx.envelope == envelope else None
 
     # --- commit ----------------------------------------------------------------------------
 
