@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from node import bench
 from node.cli import main
 from node.crypto import DOMAIN_TX, SigningKey, load_key_file, verify, write_key_file
 from node.localnet import API_PORT_RANGE, free_port_base
@@ -254,7 +255,6 @@ def test_an_error_without_a_message_is_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A bare TimeoutError (aiohttp's total timeout raises one) once printed `error: `."""
-    from node import bench
 
     def times_out(*args: object) -> None:
         raise TimeoutError

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import subprocess
 import sys
 
+from node.crypto import SignatureVerifier
 from node.gc_tuning import GC_OLDER_THRESHOLDS, GC_YOUNG_THRESHOLD
 
 PROBE = """
@@ -24,3 +27,14 @@ def test_start_up_objects_are_frozen_and_thresholds_raised() -> None:
     before, frozen, *thresholds = (int(value) for value in out)
     assert before == 0 and frozen > 1000  # the imported modules' objects, at least
     assert tuple(thresholds) == (GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
+
+
+async def test_verification_worker_processes_start_with_the_same_settings() -> None:
+    verifier = SignatureVerifier(workers=1, in_processes=True)
+    try:
+        await verifier.start()
+        loop = asyncio.get_running_loop()
+        in_worker = await loop.run_in_executor(verifier.executor, gc.get_threshold)
+    finally:
+        verifier.close()
+    assert in_worker == (GC_YOUNG_THRESHOLD, *GC_OLDER_THRESHOLDS)
