@@ -357,8 +357,13 @@ class ConsensusDriver:
         while self._executions:
             await asyncio.gather(*self._executions)
         await self._commits.drain()
-        while self._outbox is not None:
-            await self._outbox
+        while (outbox := self._outbox) is not None:
+            await outbox
+            # Awaiting a finished send returns without a loop turn, and `_outbox_done`
+            # clears it only on the next turn: cleared here, or this loop would spin for
+            # ever with the event loop held (a node silent after a view change).
+            if self._outbox is outbox:
+                self._outbox = None
 
     async def _run_in_execution_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(

@@ -86,6 +86,34 @@ async def test_a_message_leaves_only_after_the_votes_before_it_are_written(
     assert order[-1] == "sent prepare 3"
 
 
+def test_a_drain_as_the_last_send_finishes_lets_the_event_loop_run(
+    services: NodeServices,
+) -> None:
+    """The livelock behind a node that went silent after a view change: the drain before
+    entering a view found the outbox's last send done but not yet cleared (its done
+    callback runs on the next loop turn) and awaited it again and again, never giving
+    that turn. A drain waiting on the same write as the send, and released with it, is
+    that interleaving. It runs on a loop of its own thread: a spinning loop cannot time
+    itself out."""
+    order: list[Any] = []
+    drained = threading.Event()
+
+    async def scenario() -> None:
+        driver, log = driver_recording(services, order)
+        await driver._carry_out([PersistVote(0, 1, "view", bytes(32)), Broadcast(prepare(1))])
+        drain = asyncio.ensure_future(driver._drain())
+        await asyncio.sleep(0)  # the drain waits on the write, after the send did
+        log.release.set()
+        await drain
+        drained.set()
+
+    runner = threading.Thread(target=asyncio.run, args=(scenario(),), daemon=True)
+    runner.start()
+    assert drained.wait(WRITE_WAIT_S), "the drain spun on a finished send, the loop stalled"
+    runner.join(WRITE_WAIT_S)
+    assert order == ["written view 1", "sent prepare 1"]
+
+
 class GatedVerifier:
     """Wraps the node's real verifier: holds every batch until the test opens the gate,
     and records how many signatures proposal checks asked it for."""
