@@ -53,6 +53,9 @@ CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "CHANCERY_"
 
 _MIB = 1024 * 1024
+# Far above any event-loop turn of a healthy node (a few ms; a GC pass tens of ms), far
+# below the 10 s that clients and tests wait for an answer.
+LOOP_STALL_WARN_MS = 5000
 _PORT_MIN = 1
 _PORT_MAX = 65535
 
@@ -97,6 +100,9 @@ class NodeSection:
     # Nodes of one network share a genesis file, so it lives next to the homes.
     genesis_file: str = _setting("../genesis.json", nonempty=True)
     log_level: str = _setting("info", choices=("debug", "info", "warning", "error"))
+    # An event loop silent this long is logged with its stack (node/loop_watchdog.py);
+    # 0 turns the watchdog off.
+    loop_stall_warn_ms: int = _setting(LOOP_STALL_WARN_MS, lo=0)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,11 @@ class NodeMetrics:
         self.mempool_bytes = Gauge(
             "chancery_mempool_bytes", "Bytes pending in the mempool", registry=r
         )
+        self.event_loop_stalls = Counter(
+            "chancery_event_loop_stalls",
+            "Times the event loop did not turn for [node] loop_stall_warn_ms",
+            registry=r,
+        )
         self.view = Gauge("chancery_view", "Current consensus view", registry=r)
         self.view_changes = Counter("chancery_view_changes", "View changes completed", registry=r)
         self.peers_connected = Gauge(

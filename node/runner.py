@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from node.config import ConfigError, NodeConfig, StorageSection, load_config
 from node.crypto import KeyFileError
 from node.gc_tuning import tune_garbage_collector
 from node.genesis import GenesisError
+from node.loop_watchdog import LoopWatchdog
 from node.p2p.transport import PeerTransport, TransportError
 from node.pbft import ConsensusDriver, commit_thread, execution_thread
 from node.relay import TransactionRelay
@@ -171,11 +173,13 @@ async def _serve(services: NodeServices) -> None:
         loop.add_signal_handler(sig, stop.set)
     stopper = asyncio.create_task(stop.wait())
     priority = asyncio.create_task(_lower_compaction_priority(services.config.storage))
+    watchdog = asyncio.create_task(_watch_loop(services))
     await asyncio.wait([stopper, consensus], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     consensus.cancel()
     stopper.cancel()
     priority.cancel()
+    watchdog.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consensus
     await _stop(node)
@@ -194,6 +198,14 @@ async def _lower_compaction_priority(storage: StorageSection) -> None:
         await asyncio.sleep(THREAD_SCAN_INTERVAL_S)
 
 
+async def _watch_loop(services: NodeServices) -> None:
+    stall_ms = services.config.node.loop_stall_warn_ms
+    if stall_ms == 0:
+        return
+    stalls = services.metrics.event_loop_stalls
+    await LoopWatchdog(stall_ms / 1000, on_stall=stalls.inc).run()
+
+
 def run_node(home: Path) -> int:
     """Run the node whose home is `home`; returns the process exit code."""
     try:
@@ -202,6 +214,8 @@ def run_node(home: Path) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(config)
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a hung node is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         keys = load_node_keys(config)
         check_ports_free(config)

@@ -1,11 +1,14 @@
-"""One validator as a real process: submit, commit, query, prove, stream, survive kill -9."""
+"""One validator as a real process: submit, commit, query, prove, stream, survive kill -9,
+show its threads' stacks on SIGUSR1."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from node.client import Client, ClientError
@@ -228,3 +231,23 @@ def test_verification_workers_exit_when_the_node_is_killed(network: LocalNetwork
     while _alive(workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(workers), f"workers outlived the node: {_alive(workers)}"
+
+
+def test_sigusr1_writes_every_thread_stack_to_the_log_and_the_node_goes_on(
+    network: LocalNetwork,
+) -> None:
+    """What an operator does with a node that went silent: `kill -USR1` shows where each
+    thread is, in the node's own log. The node keeps serving, and its loop watchdog is
+    exported (no stall so far)."""
+    log_path = network.testnet.nodes[0].log_path
+    os.kill(network.processes[0].pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "(most recent call first)" not in log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, network.log_tail(0)
+        time.sleep(0.1)
+    text = log_path.read_text(errors="replace")
+    assert "Current thread" in text and "node/runner.py" in text
+    assert network.get_json("/v1/health")[0] == 200
+    with urllib.request.urlopen(network.url() + "/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    assert "chancery_event_loop_stalls_total 0.0" in metrics
