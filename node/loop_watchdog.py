@@ -33,29 +33,23 @@ class LoopWatchdog:
     `on_stall` is called (on the watchdog thread) once per stall, as it is first seen.
     """
 
-    def __init__(
-        self,
-        stall_s: float,
-        on_stall: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, stall_s: float, on_stall: Callable[[], None] | None = None) -> None:
         self.stall_s = stall_s
         self._interval_s = stall_s / CHECKS_PER_STALL
         self._on_stall = on_stall
-        self._clock = clock
-        self._last_beat = clock()
+        self._last_beat = time.monotonic()
         self._loop_thread_id: int | None = None
         self._stopped = threading.Event()
 
     async def run(self) -> None:
         """Beat on the loop and watch from a thread until cancelled."""
         self._loop_thread_id = threading.get_ident()
-        self._last_beat = self._clock()
+        self._last_beat = time.monotonic()
         watcher = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         watcher.start()
         try:
             while True:
-                self._last_beat = self._clock()
+                self._last_beat = time.monotonic()
                 await asyncio.sleep(self._interval_s)
         finally:
             self._stopped.set()
@@ -64,7 +58,7 @@ class LoopWatchdog:
         stalled_since: float | None = None
         while not self._stopped.wait(self._interval_s):
             last_beat = self._last_beat
-            silent_s = self._clock() - last_beat
+            silent_s = time.monotonic() - last_beat
             if stalled_since is None and silent_s > self.stall_s:
                 stalled_since = last_beat
                 log.warning(
