@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,21 +23,30 @@ def hold_the_loop_without_yielding() -> None:
     time.sleep(BLOCKED_S)
 
 
-async def test_a_blocked_loop_is_reported_once_with_its_stack(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def watched(
+    behaviour: Callable[[], Awaitable[None]], caplog: pytest.LogCaptureFixture
+) -> tuple[int, list[str]]:
+    """Run `behaviour` on a watched loop: the stalls counted and the messages logged."""
     stalls: list[None] = []
     watchdog = LoopWatchdog(STALL_S, on_stall=lambda: stalls.append(None))
     caplog.set_level(logging.WARNING, logger="node.loop_watchdog")
     watching = asyncio.ensure_future(watchdog.run())
-    await asyncio.sleep(STALL_S)
-    hold_the_loop_without_yielding()
-    await asyncio.sleep(SETTLE_S)
+    await behaviour()
     watching.cancel()
     await asyncio.gather(watching, return_exceptions=True)
+    return len(stalls), [record.getMessage() for record in caplog.records]
 
-    assert len(stalls) == 1
-    messages = [record.getMessage() for record in caplog.records]
+
+async def test_a_blocked_loop_is_reported_once_with_its_stack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def block_once() -> None:
+        await asyncio.sleep(STALL_S)
+        hold_the_loop_without_yielding()
+        await asyncio.sleep(SETTLE_S)
+
+    stalls, messages = await watched(block_once, caplog)
+    assert stalls == 1
     assert len(messages) == 2, messages
     assert messages[0].startswith("event loop has not turned for")
     assert "hold_the_loop_without_yielding" in messages[0]
@@ -46,25 +56,23 @@ async def test_a_blocked_loop_is_reported_once_with_its_stack(
 async def test_a_loop_that_keeps_turning_is_not_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    stalls: list[None] = []
-    watchdog = LoopWatchdog(STALL_S, on_stall=lambda: stalls.append(None))
-    caplog.set_level(logging.WARNING, logger="node.loop_watchdog")
-    watching = asyncio.ensure_future(watchdog.run())
-    # Busy, but yielding between short pieces of work, as a healthy node is.
-    deadline = time.monotonic() + BLOCKED_S
-    while time.monotonic() < deadline:
-        time.sleep(STALL_S / 10)
-        await asyncio.sleep(0)
-    watching.cancel()
-    await asyncio.gather(watching, return_exceptions=True)
-    assert stalls == []
-    assert caplog.records == []
+    async def busy_but_yielding() -> None:
+        # Short pieces of work with a loop turn between them, as a healthy node's.
+        deadline = time.monotonic() + BLOCKED_S
+        while time.monotonic() < deadline:
+            time.sleep(STALL_S / 10)
+            await asyncio.sleep(0)
+
+    assert await watched(busy_but_yielding, caplog) == (0, [])
 
 
 async def test_the_watch_thread_ends_with_the_watchdog() -> None:
     watching = asyncio.ensure_future(LoopWatchdog(STALL_S).run())
     await asyncio.sleep(0)
+    assert "loop-watchdog" in {thread.name for thread in threading.enumerate()}
     watching.cancel()
     await asyncio.gather(watching, return_exceptions=True)
-    await asyncio.sleep(STALL_S)  # one check interval for the thread to see the stop
-    assert "loop-watchdog" not in {thread.name for thread in threading.enumerate()}
+    deadline = time.monotonic() + THREAD_END_WAIT_S
+    while "loop-watchdog" in {thread.name for thread in threading.enumerate()}:
+        assert time.monotonic() < deadline, "the watch thread outlived its watchdog"
+        await asyncio.sleep(0.01)
