@@ -339,14 +339,21 @@ class ConsensusDriver:
         barrier: asyncio.Future[None] | None,
         send: Callable[[], None],
     ) -> None:
-        if previous is not None:
-            await previous
-        if barrier is not None:
-            await barrier
-        send()
+        try:
+            if previous is not None:
+                await previous
+            if barrier is not None:
+                await barrier
+            send()
+        finally:
+            # The last send clears the outbox as it ends, not in a done callback a loop
+            # turn later: `_outbox` is never a finished send, which a drain would await
+            # without yielding, for ever (a node silent after a view change).
+            if self._outbox is asyncio.current_task():
+                self._outbox = None
 
     def _outbox_done(self, task: asyncio.Future[None]) -> None:
-        if task is self._outbox:
+        if task is self._outbox:  # cancelled before it ever ran
             self._outbox = None
         if not task.cancelled() and (error := task.exception()) is not None:
             self._fail(error)
@@ -357,13 +364,8 @@ class ConsensusDriver:
         while self._executions:
             await asyncio.gather(*self._executions)
         await self._commits.drain()
-        while (outbox := self._outbox) is not None:
-            await outbox
-            # Awaiting a finished send returns without a loop turn, and `_outbox_done`
-            # clears it only on the next turn: cleared here, or this loop would spin for
-            # ever with the event loop held (a node silent after a view change).
-            if self._outbox is outbox:
-                self._outbox = None
+        while self._outbox is not None:
+            await self._outbox
 
     async def _run_in_execution_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
