@@ -51,6 +51,7 @@ from node.storage import (
     META_HEIGHT,
     META_LAST_HASH,
     META_STATE_ROOT,
+    SEPARATED_VALUE_PREFIX,
     STATE_PREFIX,
     TX_INDEX_BYTES,
     TX_PREFIX,
@@ -343,11 +344,33 @@ class StoredChain:
         divergence = self._tx_index_divergence(result.tx_positions)
         if divergence is not None:
             return divergence
-        stored_state = (
-            (key[len(STATE_PREFIX) :], value)
-            for key, value in self._db.iterator(prefix=STATE_PREFIX)
+        references = 0
+
+        def stored_state() -> Iterator[tuple[bytes, bytes]]:
+            # A reference to a value that is not there stands for itself, and so differs.
+            nonlocal references
+            for key, stored in self._db.iterator(prefix=STATE_PREFIX):
+                value = stored
+                if self.store.is_reference(stored):
+                    references += 1
+                    value = self.store.separated_value(stored) or stored
+                yield key[len(STATE_PREFIX) :], value
+
+        divergence = state_divergence(height, stored_state(), result.state)
+        if divergence is not None:
+            return divergence
+        # Every separated value is referred to once: none is left behind by a rewrite.
+        separated = sum(
+            1 for _ in self._db.iterator(prefix=SEPARATED_VALUE_PREFIX, include_value=False)
         )
-        return state_divergence(height, stored_state, result.state)
+        if separated != references:
+            message = (
+                f"{separated:,} separated values are stored under v:, "
+                f"but {references:,} state keys refer to one"
+            )
+            expected, found = (f"{n:,} separated values" for n in (references, separated))
+            return Divergence(height, "store.state", message, expected, found)
+        return None
 
     def _tx_index_divergence(self, positions: dict[bytes, int]) -> Divergence | None:
         """Every `t:` entry points at its transaction, and every transaction has one.

@@ -30,6 +30,7 @@ from node.storage import (
     LEVELDB_MAX_OPEN_FILES,
     LEVELDB_TABLE_BYTES,
     LEVELDB_WRITE_BUFFER_BYTES,
+    SEPARATED_VALUE_BYTES,
 )
 
 __all__ = [
@@ -198,6 +199,9 @@ class StorageSection:
     # Nice value for LevelDB's compaction thread (node/thread_priority.py); 0 leaves it
     # at the node's own priority.
     compaction_nice: int = _setting(COMPACTION_NICE, lo=0, hi=19)
+    # State values this long or longer are kept once in commit order, their key holding a
+    # 13-byte reference; any value may be changed later, a store holds both kinds.
+    separated_value_bytes: int = _setting(SEPARATED_VALUE_BYTES, lo=14)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,26 @@ Key layout (all keys are bytes; heights are 8-byte big-endian so they sort numer
 - `x:<height><index>` (index 4 bytes big-endian) -> msgpack `[envelope, receipt]`, so a
   block's transactions are one sequential range read
 - `t:<tx_id>` -> `<height><index>`, the index from a transaction's id to where it is
-- `s:<state key>` -> state value (state keys are `<contract>/<key>`)
+- `s:<state key>` -> the state value (state keys are `<contract>/<key>`), or for a value
+  of `SEPARATED_VALUE_BYTES` or more a 13-byte reference `0xc1 <height><seq>` to it
+- `v:<height><seq>` (seq 4 bytes big-endian) -> a separated state value, written by the
+  block at `<height>` and deleted when a later block overwrites or deletes its key
 - `w:<height>` -> the block's encoded write set `W_h` (PROTOCOL.md section 4): what state
   transfer serves so a peer can prove its state against `state_root` without re-executing,
   and what an auditor compares a replay against
 - `e:<height>` -> `envelopes_digest` of the block's envelopes, which peers compare during
   state transfer (no header field covers the signatures)
 - `c:` - reserved for the consensus log (votes a replica must never contradict)
+- `m:storage_format` -> `STORAGE_FORMAT` (1 byte); absent in stores written before
+  values were separated, which `ChainStore.open` migrates
+
+Why values are separated (WiscKey's idea): state and the tx index are keyed by hashes, so
+each new table LevelDB writes overlaps the whole key range of the level below, and every
+byte under such a key is rewritten about once per level per fan-out as the chain ages.
+Keys in commit order are almost free to compact. An `evidence.anchor` wrote about 475
+bytes under hashed keys, 290 of them the anchor record; with the record under `v:` it
+writes about 200. The state root hashes the logical values (PROTOCOL.md section 4), so
+where a value is kept changes no hash; reading a separated value costs a second lookup.
 
 A block, its receipts, its state writes, the indexes and the metadata land in one
 synced write batch: after a crash the node has either all of a block or none of it.
@@ -21,7 +34,7 @@ synced write batch: after a crash the node has either all of a block or none of 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -53,6 +66,19 @@ STATE_PREFIX: Final = b"s:"
 WRITE_SET_PREFIX: Final = b"w:"
 ENVELOPES_DIGEST_PREFIX: Final = b"e:"
 CONSENSUS_PREFIX: Final = b"c:"
+SEPARATED_VALUE_PREFIX: Final = b"v:"
+META_STORAGE_FORMAT: Final = b"m:storage_format"
+# 1: every state value under its `s:` key; 2: long values separated under `v:`.
+STORAGE_FORMAT: Final = 2
+# A stored state value that begins with this byte is a reference to a separated value.
+# 0xc1 is the one byte msgpack never uses, so no record a contract stores begins with it;
+# a raw value that does (a hash, a key) is separated whatever its length.
+SEPARATED_VALUE_TAG: Final = 0xC1
+SEPARATED_VALUE_SEQ_BYTES: Final = 4
+# State values this long or longer are separated. An anchor record (about 290 bytes) and
+# an invoice are; counters and positions (under 64 bytes), which a second lookup would
+# cost more than their bytes, are not.
+SEPARATED_VALUE_BYTES: Final = 128
 LEVELDB_WRITE_BUFFER_BYTES: Final = 64 * 1024 * 1024
 LEVELDB_CACHE_BYTES: Final = 128 * 1024 * 1024
 # Most reads on the hot path miss (is this tx_id new? was this hash anchored?): a bloom
@@ -97,9 +123,26 @@ class TxRecord:
 class ChainStore:
     """The node's committed chain in LevelDB. Only committed data is ever written here."""
 
-    def __init__(self, db: plyvel.DB, genesis_hash: bytes) -> None:
+    def __init__(
+        self,
+        db: plyvel.DB,
+        genesis_hash: bytes,
+        *,
+        separated_value_bytes: int = SEPARATED_VALUE_BYTES,
+    ) -> None:
+        """Wrap an opened store as it is (`open` creates, checks and migrates; an auditor
+        reads a snapshot of any format).
+
+        Raises:
+            StorageError: the store's format is newer than this node's, or unreadable.
+        """
         self._db = db
         self.genesis_hash = genesis_hash
+        self.storage_format = _stored_format(db)
+        # A format-1 store has no references: a value there that begins with the tag is
+        # a value.
+        self._references = self.storage_format >= 2
+        self._separated_value_bytes = separated_value_bytes
         self.height = int.from_bytes(db.get(META_HEIGHT), "big")
         self.state_root: bytes = db.get(META_STATE_ROOT)
         self.last_block_hash: bytes = db.get(META_LAST_HASH)
@@ -114,12 +157,14 @@ class ChainStore:
         write_buffer_bytes: int = LEVELDB_WRITE_BUFFER_BYTES,
         max_open_files: int = LEVELDB_MAX_OPEN_FILES,
         table_bytes: int = LEVELDB_TABLE_BYTES,
+        separated_value_bytes: int = SEPARATED_VALUE_BYTES,
     ) -> ChainStore:
         """Open (creating if needed) the store at `path` for `genesis`'s chain, with the
-        LevelDB sizing of the node's `[storage]` config.
+        LevelDB sizing of the node's `[storage]` config; a store of format 1 is migrated.
 
         Raises:
-            StorageError: the directory holds another chain, or LevelDB cannot open it.
+            StorageError: the directory holds another chain or a newer format, or LevelDB
+                cannot open it.
         """
         path.mkdir(parents=True, exist_ok=True)
         try:
@@ -146,13 +191,28 @@ class ChainStore:
                 f"(genesis_hash {stored_hash.hex()}, expected {genesis_block.block_hash.hex()} "
                 f"for chain {genesis.chain_id!r}); use an empty data directory"
             )
-        return cls(db, genesis_block.block_hash)
+        try:
+            if _stored_format(db) < STORAGE_FORMAT:
+                _separate_tagged_values(db)
+        except StorageError:
+            db.close()
+            raise
+        return cls(db, genesis_block.block_hash, separated_value_bytes=separated_value_bytes)
 
     @staticmethod
     def _initialise(db: plyvel.DB, genesis: Genesis, genesis_block: CommittedBlock) -> None:
         with db.write_batch(transaction=True, sync=True) as batch:
             writes = genesis.genesis_writes()
-            _put_block(batch, genesis_block, writes, encode_write_set(writes))
+            _put_block(
+                batch,
+                db.get,
+                genesis_block,
+                writes,
+                encode_write_set(writes),
+                {},
+                SEPARATED_VALUE_BYTES,
+            )
+            batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
             batch.put(META_CHAIN_ID, genesis.chain_id.encode())
             batch.put(META_GENESIS_HASH, genesis_block.block_hash)
 
@@ -184,9 +244,21 @@ class ChainStore:
             height, last_hash = block.height, block.block_hash
         if not blocks:
             return
+        require(self._references, "a store of format 1 is read, never written: open() migrates")
+        # What this batch stores under each state key it writes: a later block of the same
+        # batch must find an earlier one's reference, which the database does not have yet.
+        stored_in_batch: dict[bytes, bytes | None] = {}
         with self._db.write_batch(transaction=True, sync=True) as batch:
             for block, writes, write_set in blocks:
-                _put_block(batch, block, writes, write_set)
+                _put_block(
+                    batch,
+                    self._db.get,
+                    block,
+                    writes,
+                    write_set,
+                    stored_in_batch,
+                    self._separated_value_bytes,
+                )
         last = blocks[-1][0]
         self.height = last.height
         self.state_root = last.header.state_root
@@ -198,7 +270,20 @@ class ChainStore:
 
     def get(self, key: bytes) -> bytes | None:
         """Committed state by full key (`StateReader`)."""
-        return self._db.get(STATE_PREFIX + key)
+        stored = self._db.get(STATE_PREFIX + key)
+        if not stored or stored[0] != SEPARATED_VALUE_TAG or not self._references:
+            return stored
+        value = self._db.get(SEPARATED_VALUE_PREFIX + stored[1:])
+        require(value is not None, f"state key {key!r} refers to a missing value")
+        return value
+
+    def is_reference(self, stored: bytes) -> bool:
+        """Whether a raw `s:` value is a reference to a separated value (for auditors)."""
+        return self._references and bool(stored) and stored[0] == SEPARATED_VALUE_TAG
+
+    def separated_value(self, reference: bytes) -> bytes | None:
+        """The value a raw `s:` reference refers to, or None when it is not there."""
+        return self._db.get(SEPARATED_VALUE_PREFIX + reference[1:])
 
     def has_tx(self, tx_id: bytes) -> bool:
         return self._db.get(TX_PREFIX + tx_id) is not None
@@ -308,11 +393,49 @@ class ChainStore:
             self._db.close()
 
 
+def _stored_format(db: plyvel.DB) -> int:
+    """The store's format: 1 when it predates the marker.
+
+    Raises:
+        StorageError: a format this node does not know.
+    """
+    data = db.get(META_STORAGE_FORMAT)
+    if data is None:
+        return 1
+    if len(data) != 1 or not 1 <= data[0] <= STORAGE_FORMAT:
+        raise StorageError(
+            f"storage format {data.hex()} is not one this node reads (1 to {STORAGE_FORMAT});"
+            " run a newer node"
+        )
+    return data[0]
+
+
+def _separate_tagged_values(db: plyvel.DB) -> None:
+    """Migrate format 1 to 2: a value that begins with the reference tag moves under `v:`,
+    because from now on such a stored value is read as a reference. One synced batch with
+    the format marker, so an interrupted migration is done again from the start."""
+    height = db.get(META_HEIGHT)
+    seq = 0
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for key, value in db.iterator(prefix=STATE_PREFIX):
+            if value and value[0] == SEPARATED_VALUE_TAG:
+                # The block at the tip wrote no references (it is format 1), so
+                # `v:<tip><seq>` is free; the next block's are `v:<tip + 1>...`.
+                reference = height + seq.to_bytes(SEPARATED_VALUE_SEQ_BYTES, "big")
+                batch.put(SEPARATED_VALUE_PREFIX + reference, value)
+                batch.put(key, bytes([SEPARATED_VALUE_TAG]) + reference)
+                seq += 1
+        batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
+
+
 def _put_block(
     batch: plyvel.WriteBatch,
+    read: Callable[[bytes], bytes | None],
     block: CommittedBlock,
     writes: Mapping[bytes, bytes | None],
     write_set: bytes,
+    stored_in_batch: dict[bytes, bytes | None],
+    separated_value_bytes: int,
 ) -> None:
     height = height_key(block.height)
     record = {
@@ -330,11 +453,36 @@ def _put_block(
         batch.put(TX_PREFIX + tx_id, position)
     batch.put(WRITE_SET_PREFIX + height, write_set)
     batch.put(ENVELOPES_DIGEST_PREFIX + height, envelopes_digest(block.envelopes))
-    for key, value in writes.items():
-        if value is None:
-            batch.delete(STATE_PREFIX + key)
-        else:
-            batch.put(STATE_PREFIX + key, value)
+    _put_state(batch, read, height, writes, stored_in_batch, separated_value_bytes)
     batch.put(META_HEIGHT, height)
     batch.put(META_STATE_ROOT, block.header.state_root)
     batch.put(META_LAST_HASH, block.block_hash)
+
+
+def _put_state(
+    batch: plyvel.WriteBatch,
+    read: Callable[[bytes], bytes | None],
+    height: bytes,
+    writes: Mapping[bytes, bytes | None],
+    stored_in_batch: dict[bytes, bytes | None],
+    separated_value_bytes: int,
+) -> None:
+    """Write one block's state writes, separating long values under `v:<height><seq>` and
+    deleting the separated value each write replaces."""
+    seq = 0
+    for key, value in writes.items():
+        state_key = STATE_PREFIX + key
+        previous = stored_in_batch[key] if key in stored_in_batch else read(state_key)
+        if previous and previous[0] == SEPARATED_VALUE_TAG:
+            batch.delete(SEPARATED_VALUE_PREFIX + previous[1:])
+        if value is None:
+            batch.delete(state_key)
+            stored_in_batch[key] = None
+            continue
+        if len(value) >= separated_value_bytes or (value and value[0] == SEPARATED_VALUE_TAG):
+            reference = height + seq.to_bytes(SEPARATED_VALUE_SEQ_BYTES, "big")
+            seq += 1
+            batch.put(SEPARATED_VALUE_PREFIX + reference, value)
+            value = bytes([SEPARATED_VALUE_TAG]) + reference
+        batch.put(state_key, value)
+        stored_in_batch[key] = value

@@ -42,7 +42,14 @@ from node.block import (
 )
 from node.cli import main
 from node.crypto import DOMAIN_TX, SignatureVerifier
-from node.storage import BLOCK_PREFIX, BLOCK_TX_PREFIX, STATE_PREFIX, TX_PREFIX, height_key
+from node.storage import (
+    BLOCK_PREFIX,
+    BLOCK_TX_PREFIX,
+    SEPARATED_VALUE_PREFIX,
+    STATE_PREFIX,
+    TX_PREFIX,
+    height_key,
+)
 from node.transaction import Transaction, decode_envelope, encode_envelope
 from tests.unit.conftest import Chain, Consortium, build_consortium, key_from_label
 
@@ -728,6 +735,40 @@ def test_a_changed_stored_state_value_is_named_by_key(
     assert (found.height, found.check) == (CHAIN_HEIGHT, "store.state")
     assert describe_state_key(key) in found.message
     assert found.found == "80"
+
+
+def test_a_missing_or_changed_separated_value_is_named_by_its_key(
+    four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
+) -> None:
+    def separated_key(db: plyvel.DB) -> tuple[bytes, bytes]:
+        for key, stored in db.iterator(prefix=STATE_PREFIX):
+            if stored[:1] == b"\xc1":
+                return key[len(STATE_PREFIX) :], SEPARATED_VALUE_PREFIX + stored[1:]
+        raise AssertionError("the chain has no separated value")
+
+    for tamper in ("delete", "change"):
+        shutil.rmtree(tmp_path / "copy", ignore_errors=True)
+        with copy_of(source, tmp_path) as (copy, db):
+            key, value_key = separated_key(db)
+            if tamper == "delete":
+                db.delete(value_key)
+            else:
+                db.put(value_key, db.get(value_key) + b"x")
+        found = divergence_of(audit_dir(four, verifier, copy))
+        assert (found.height, found.check) == (CHAIN_HEIGHT, "store.state"), found
+        assert describe_state_key(key) in found.message
+
+
+def test_a_separated_value_no_key_refers_to_is_found(
+    four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
+) -> None:
+    with copy_of(source, tmp_path) as (copy, db):
+        db.put(SEPARATED_VALUE_PREFIX + height_key(CHAIN_HEIGHT + 1) + bytes(4), b"left")
+    found = divergence_of(audit_dir(four, verifier, copy))
+    assert (found.height, found.check) == (CHAIN_HEIGHT, "store.state"), found
+    count = int(found.expected.split()[0])
+    assert found.found == f"{count + 1} separated values"
+    assert "refer" in found.message
 
 
 def test_an_extra_stored_state_key_is_named(
