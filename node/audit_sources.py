@@ -9,10 +9,13 @@ directory. Both feed `node.audit.ChainAuditor`, which knows nothing of either.
   snapshot instead: the immutable table files (`*.ldb`, `*.sst`) hard-linked into a
   temporary directory (copied when linking fails, e.g. across filesystems), every other
   file LevelDB needs (CURRENT, MANIFEST-*, `*.log`) copied, and the snapshot retried if the
-  directory's files changed meanwhile (a running node flushed or compacted). The snapshot
-  is deleted afterwards. Besides the blocks it checks each block's stored write set,
-  envelopes digest and `t:` index entries, then the chain metadata and the whole stored
-  state against the replay.
+  directory's files changed meanwhile (a running node flushed or compacted); the state
+  store first, then the history store (`history/`), which a node writes first, so the
+  snapshot's history is never behind its state. The snapshot of a format-1 directory is
+  migrated, and the state of blocks whose history is ahead applied, as a node would on
+  opening it. The snapshot is deleted afterwards. Besides the blocks it checks each
+  block's stored write set, envelopes digest and `t:` index entries, then the chain
+  metadata and the whole stored state against the replay.
 """
 
 from __future__ import annotations
@@ -44,19 +47,19 @@ from node.audit import (
 from node.client import Client, ClientError
 from node.genesis import Genesis
 from node.storage import (
-    BLOCK_PREFIX,
-    BLOCK_TX_PREFIX,
-    ENVELOPES_DIGEST_PREFIX,
-    META_GENESIS_HASH,
-    META_HEIGHT,
+    HISTORY_DIR,
     META_LAST_HASH,
     META_STATE_ROOT,
-    SEPARATED_VALUE_PREFIX,
     STATE_PREFIX,
     TX_INDEX_BYTES,
     TX_PREFIX,
     ChainStore,
+    StorageError,
+    block_key,
+    envelopes_digest_key,
     height_key,
+    tx_record_key,
+    tx_records_prefix,
 )
 
 EXPORT_PAGE_BLOCKS: Final = 100  # the API's default page; its maximum is 1000
@@ -232,22 +235,36 @@ def data_snapshot(data_dir: Path, parent: Path | None = None) -> Iterator[Snapsh
     except OSError as exc:
         raise AuditSourceError(f"cannot create a snapshot directory: {exc}") from None
     try:
-        yield _snapshot_into(data_dir, root)
+        state = _snapshot_into(data_dir, root / "state")
+        # After the state store: the node writes a block's history before its state, so
+        # this copy of the history is never behind the state's.
+        history = data_dir / HISTORY_DIR
+        if history.is_dir():
+            taken = _snapshot_into(history, state.path / HISTORY_DIR)
+            state = Snapshot(
+                state.path,
+                state.linked_files + taken.linked_files,
+                state.copied_files + taken.copied_files,
+                state.copied_bytes + taken.copied_bytes,
+            )
+        yield state
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _snapshot_into(data_dir: Path, root: Path) -> Snapshot:
+def _snapshot_into(data_dir: Path, target: Path) -> Snapshot:
+    """Snapshot one LevelDB directory into `target` (created), retrying while its files
+    change."""
     for attempt in range(SNAPSHOT_ATTEMPTS_MAX):
-        target = root / f"attempt-{attempt}"
-        target.mkdir()
+        if attempt:
+            shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
         try:
             snapshot = _take_snapshot(data_dir, target)
         except OSError as exc:
             raise AuditSourceError(f"{data_dir}: cannot read ({exc.strerror or exc})") from None
         if snapshot is not None:
             return snapshot
-        shutil.rmtree(target, ignore_errors=True)
     raise AuditSourceError(
         f"{data_dir}: its files kept changing during {SNAPSHOT_ATTEMPTS_MAX} snapshot "
         "attempts; stop the node or copy the directory first"
@@ -262,18 +279,10 @@ class StoredChain:
     invariant violation to a node) while to an auditor it is a finding with a height.
     """
 
-    def __init__(self, db: plyvel.DB, data_dir: Path, genesis: Genesis) -> None:
-        """Raises: AuditSourceError for a directory of another chain, or no chain at all."""
-        stored_hash = db.get(META_GENESIS_HASH)
-        if stored_hash is None or db.get(META_HEIGHT) is None:
-            raise AuditSourceError(f"{data_dir}: not a Chancery data directory (no chain)")
-        if stored_hash != genesis.genesis_hash:
-            raise AuditSourceError(
-                f"{data_dir} belongs to another chain: genesis hash {stored_hash.hex()}, "
-                f"the genesis file's is {genesis.genesis_hash.hex()} (chain {genesis.chain_id!r})"
-            )
-        self._db = db
-        self.store = ChainStore(db, stored_hash)
+    def __init__(self, store: ChainStore) -> None:
+        self.store = store
+        self._db = store.state_db
+        self._history = store.history_db
 
     @property
     def height(self) -> int:
@@ -290,8 +299,7 @@ class StoredChain:
 
     def read_block(self, height: int) -> SourceItem:
         """The block at `height` as an export map, or a `store.record` divergence."""
-        key = height_key(height)
-        data = self._db.get(BLOCK_PREFIX + key)
+        data = self._history.get(block_key(height))
         if data is None:
             message = f"the block record b:{height} is missing (stored height {self.height})"
             return Divergence(height, "store.record", message)
@@ -300,9 +308,10 @@ class StoredChain:
             message = f"the block record b:{height} is not a map of commit, header, tx_ids"
             return Divergence(height, "store.record", message, found=data)
         envelopes, receipts = [], []
-        for index, (tx_key, value) in enumerate(self._db.iterator(prefix=BLOCK_TX_PREFIX + key)):
+        records = self._history.iterator(prefix=tx_records_prefix(height))
+        for index, (tx_key, value) in enumerate(records):
             pair = _unpack(value)
-            if tx_key != BLOCK_TX_PREFIX + key + index.to_bytes(TX_INDEX_BYTES, "big"):
+            if tx_key != tx_record_key(height, index):
                 message = f"the transaction record x:{height}:{index} is missing"
                 return Divergence(height, "store.record", message, tx_index=index)
             if not (isinstance(pair, list) and len(pair) == 2 and _all_bytes(pair)):
@@ -322,7 +331,7 @@ class StoredChain:
         return StoredRecords(
             tx_ids=tx_ids,
             write_set=self.store.get_write_set(height),
-            envelopes_digest=self._db.get(ENVELOPES_DIGEST_PREFIX + height_key(height)),
+            envelopes_digest=self._history.get(envelopes_digest_key(height)),
         )
 
     def final_divergence(self, result: AuditResult) -> Divergence | None:
@@ -344,33 +353,19 @@ class StoredChain:
         divergence = self._tx_index_divergence(result.tx_positions)
         if divergence is not None:
             return divergence
-        references = 0
+        return state_divergence(height, self._stored_state(), result.state)
 
-        def stored_state() -> Iterator[tuple[bytes, bytes]]:
-            # A reference to a value that is not there stands for itself, and so differs.
-            nonlocal references
-            for key, stored in self._db.iterator(prefix=STATE_PREFIX):
-                value = stored
-                if self.store.is_reference(stored):
-                    references += 1
-                    value = self.store.separated_value(stored) or stored
-                yield key[len(STATE_PREFIX) :], value
-
-        divergence = state_divergence(height, stored_state(), result.state)
-        if divergence is not None:
-            return divergence
-        # Every separated value is referred to once: none is left behind by a rewrite.
-        separated = sum(
-            1 for _ in self._db.iterator(prefix=SEPARATED_VALUE_PREFIX, include_value=False)
-        )
-        if separated != references:
-            message = (
-                f"{separated:,} separated values are stored under v:, "
-                f"but {references:,} state keys refer to one"
-            )
-            expected, found = (f"{n:,} separated values" for n in (references, separated))
-            return Divergence(height, "store.state", message, expected, found)
-        return None
+    def _stored_state(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every `s:` entry as key and value, a separated value read from the history entry
+        it refers to. A reference to nothing, or to another key's entry, stands for
+        itself, and so differs from the replay."""
+        for key, stored in self._db.iterator(prefix=STATE_PREFIX):
+            state_key = key[len(STATE_PREFIX) :]
+            entry = self.store.separated_value(stored)
+            if entry is not None and entry[0] == state_key and entry[1] is not None:
+                yield state_key, entry[1]
+            else:
+                yield state_key, stored
 
     def _tx_index_divergence(self, positions: dict[bytes, int]) -> Divergence | None:
         """Every `t:` entry points at its transaction, and every transaction has one.
@@ -443,12 +438,9 @@ def audit_data_dir(
         AuditSourceError: not a readable data directory, or another chain's.
     """
     with data_snapshot(data_dir, snapshot_parent) as snapshot:
+        store = _open_snapshot(snapshot.path, data_dir, genesis)
         try:
-            db = plyvel.DB(str(snapshot.path), create_if_missing=False)
-        except plyvel.Error as exc:
-            raise AuditSourceError(f"{data_dir}: LevelDB cannot open a copy ({exc})") from None
-        try:
-            chain = StoredChain(db, data_dir, genesis)
+            chain = StoredChain(store)
             if on_total is not None:
                 on_total(chain.height + 1)
             result = auditor.run(chain.blocks(), on_progress)
@@ -462,4 +454,19 @@ def audit_data_dir(
                     result = dataclasses.replace(result, divergence=divergence)
             return result
         finally:
-            db.close()
+            store.close()
+
+
+def _open_snapshot(path: Path, data_dir: Path, genesis: Genesis) -> ChainStore:
+    """Open a snapshot as a node opens its data directory (migrated, recovered), never
+    creating a chain.
+
+    Raises:
+        AuditSourceError: no chain, another chain's, or records too damaged to open.
+    """
+    try:
+        return ChainStore.open(path, genesis, create=False)
+    except StorageError as exc:
+        raise AuditSourceError(str(exc).replace(str(path), str(data_dir))) from None
+    except Exception as exc:  # a damaged record met while migrating or recovering
+        raise AuditSourceError(f"{data_dir}: the stores cannot be opened ({exc})") from None

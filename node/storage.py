@@ -1,40 +1,52 @@
 """LevelDB storage: blocks with certificates, receipts, the tx index, state and chain metadata.
 
-Key layout (all keys are bytes; heights are 8-byte big-endian so they sort numerically):
-- `m:chain_id`, `m:genesis_hash`, `m:height`, `m:state_root`, `m:last_hash` - chain metadata
-- `b:<height>` -> msgpack `{"commit", "header", "tx_ids"}`
-- `h:<block_hash>` -> `<height>`
-- `x:<height><index>` (index 4 bytes big-endian) -> msgpack `[envelope, receipt]`, so a
-  block's transactions are one sequential range read
-- `t:<tx_id>` -> `<height><index>`, the index from a transaction's id to where it is
-- `s:<state key>` -> the state value (state keys are `<contract>/<key>`), or for a value
-  of `SEPARATED_VALUE_BYTES` or more a 13-byte reference `0xc1 <height><seq>` to it
-- `v:<height><seq>` (seq 4 bytes big-endian) -> a separated state value, written by the
-  block at `<height>` and deleted when a later block overwrites or deletes its key
-- `w:<height>` -> the block's encoded write set `W_h` (PROTOCOL.md section 4): what state
-  transfer serves so a peer can prove its state against `state_root` without re-executing,
-  and what an auditor compares a replay against
-- `e:<height>` -> `envelopes_digest` of the block's envelopes, which peers compare during
+A data directory holds two LevelDB stores (heights are 8-byte big-endian, indexes and
+sequence numbers 4-byte big-endian, so keys sort numerically):
+
+The history store, `<data>/history/`, keeps what each block records once and never
+changes, under keys that begin with the block's height:
+- `<height>b` -> msgpack `{"commit", "header", "tx_ids"}`
+- `<height>e` -> `envelopes_digest` of the block's envelopes, which peers compare during
   state transfer (no header field covers the signatures)
+- `<height>w<seq>` -> the seq-th `[key, value|nil]` entry of the block's write set `W_h`
+  (PROTOCOL.md section 4), as encoded in `W_h`: `W_h` is the array header followed by
+  the entries in order. It is what state transfer serves so a peer can prove its state
+  against `state_root` without re-executing, and what an auditor compares a replay against
+- `<height>x<index>` -> msgpack `[envelope, receipt]`, so a block's transactions are one
+  sequential range read
+- `<height>v<seq>` -> `[key, value]`, a state value that a migration from format 1 moved
+
+The state store, `<data>/` itself, keeps what is looked up by hash or changes:
+- `m:chain_id`, `m:genesis_hash`, `m:height`, `m:state_root`, `m:last_hash` - chain metadata
+- `m:storage_format` -> `STORAGE_FORMAT`; absent in a format-1 store, which kept
+  everything in one LevelDB and which `ChainStore.open` migrates
+- `h:<block_hash>` -> `<height>`
+- `t:<tx_id>` -> `<height><index>`, the index from a transaction's id to where it is
+- `s:<state key>` -> the state value (state keys are `<contract>/<key>`), or, for a value
+  of `SEPARATED_VALUE_BYTES` or more, a 14-byte reference `0xc1 <history key>` to the
+  write-set entry that wrote it
 - `c:` - reserved for the consensus log (votes a replica must never contradict)
-- `m:storage_format` -> `STORAGE_FORMAT` (1 byte); absent in stores written before
-  values were separated, which `ChainStore.open` migrates
 
-Why values are separated (WiscKey's idea): state and the tx index are keyed by hashes, so
-each new table LevelDB writes overlaps the whole key range of the level below, and every
-byte under such a key is rewritten about once per level per fan-out as the chain ages.
-Keys in commit order are almost free to compact. An `evidence.anchor` wrote about 475
-bytes under hashed keys, 290 of them the anchor record; with the record under `v:` it
-writes about 200. The state root hashes the logical values (PROTOCOL.md section 4), so
-where a value is kept changes no hash; reading a separated value costs a second lookup.
+Why two stores: LevelDB rewrites a table each time it merges it into the level below, and
+a table whose key range overlaps old data is merged with that data. Hash-ordered keys
+overlap everything, and with them in the same store, so did every block-ordered record
+(about two thirds of the bytes): an aging chain spent most of its CPU rewriting its own
+history. In a store of its own, the history arrives in key order, no table overlaps
+another, and LevelDB moves tables down without rewriting them (docs/performance.md,
+round 9). Long state values are kept only in the history, as the write-set entry that
+wrote them, so the hash-ordered store stays small. The state root hashes logical values,
+so where a value is kept changes no hash; reading a separated value costs a second lookup.
 
-A block, its receipts, its state writes, the indexes and the metadata land in one
-synced write batch: after a crash the node has either all of a block or none of it.
+A block's history is written and synced first, then its state, indexes and metadata in
+one synced batch of the state store. A crash in between leaves the history ahead, and
+opening the store applies the missing blocks' state from their history (tx ids, header,
+write set): after a crash the node has either all of a block or none of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -49,34 +61,41 @@ from node.block import (
     encode_write_set,
     envelopes_digest,
 )
+from node.encoding import pack_trusted
 from node.genesis import Genesis
 from node.invariants import require
+
+log = logging.getLogger(__name__)
 
 META_CHAIN_ID: Final = b"m:chain_id"
 META_GENESIS_HASH: Final = b"m:genesis_hash"
 META_HEIGHT: Final = b"m:height"
 META_STATE_ROOT: Final = b"m:state_root"
 META_LAST_HASH: Final = b"m:last_hash"
-BLOCK_PREFIX: Final = b"b:"
+META_STORAGE_FORMAT: Final = b"m:storage_format"
+# Progress of a migration from format 1, so that an interrupted one goes on where it was.
+META_MIGRATION: Final = b"m:migration"
 HASH_PREFIX: Final = b"h:"
 TX_PREFIX: Final = b"t:"
-BLOCK_TX_PREFIX: Final = b"x:"
-TX_INDEX_BYTES: Final = 4
 STATE_PREFIX: Final = b"s:"
-WRITE_SET_PREFIX: Final = b"w:"
-ENVELOPES_DIGEST_PREFIX: Final = b"e:"
 CONSENSUS_PREFIX: Final = b"c:"
-SEPARATED_VALUE_PREFIX: Final = b"v:"
-META_STORAGE_FORMAT: Final = b"m:storage_format"
-# 1: every state value under its `s:` key; 2: long values separated under `v:`.
-STORAGE_FORMAT: Final = 2
-# A stored state value that begins with this byte is a reference to a separated value.
+HISTORY_DIR: Final = "history"
+HISTORY_BLOCK: Final = b"b"
+HISTORY_ENVELOPES_DIGEST: Final = b"e"
+HISTORY_MIGRATED_VALUE: Final = b"v"
+HISTORY_WRITE: Final = b"w"
+HISTORY_TX: Final = b"x"
+TX_INDEX_BYTES: Final = 4
+SEQ_BYTES: Final = 4
+# 1: one LevelDB with block-ordered keys under `b:`, `x:`, `w:`, `e:`; 2: a development
+# format of 2026-11-22 (long values under `v:`), never released; 3: two stores.
+STORAGE_FORMAT: Final = 3
+# A stored state value that begins with this byte is a reference to a history entry.
 # 0xc1 is the one byte msgpack never uses, so no record a contract stores begins with it;
 # a raw value that does (a hash, a key) is separated whatever its length.
 SEPARATED_VALUE_TAG: Final = 0xC1
-SEPARATED_VALUE_SEQ_BYTES: Final = 4
-# State values this long or longer are separated. An anchor record (about 290 bytes) and
-# an invoice are; counters and positions (under 64 bytes), which a second lookup would
+# State values this long or longer are kept only in the history. An anchor record (about
+# 290 bytes) and an invoice are; counters and positions, for which a second lookup would
 # cost more than their bytes, are not.
 SEPARATED_VALUE_BYTES: Final = 128
 LEVELDB_WRITE_BUFFER_BYTES: Final = 64 * 1024 * 1024
@@ -98,6 +117,13 @@ LEVELDB_TABLE_BYTES: Final = 32 * 1024 * 1024
 # LevelDB's compaction thread runs at this nice value (node/thread_priority.py): it
 # yields to consensus and execution while they have work, and uses every idle cycle.
 COMPACTION_NICE: Final = 10
+# A migration from format 1 moves this many blocks per pair of synced batches.
+MIGRATION_BLOCKS_PER_BATCH: Final = 200
+# Format-1 key prefixes, read only by the migration.
+_V1_BLOCK: Final = b"b:"
+_V1_TX: Final = b"x:"
+_V1_WRITE_SET: Final = b"w:"
+_V1_ENVELOPES_DIGEST: Final = b"e:"
 
 
 class StorageError(Exception):
@@ -110,6 +136,30 @@ def height_key(height: int) -> bytes:
     return height.to_bytes(8, "big")
 
 
+def block_key(height: int) -> bytes:
+    """History key of the block record at `height`."""
+    return height_key(height) + HISTORY_BLOCK
+
+
+def envelopes_digest_key(height: int) -> bytes:
+    """History key of the `envelopes_digest` of the block at `height`."""
+    return height_key(height) + HISTORY_ENVELOPES_DIGEST
+
+
+def tx_records_prefix(height: int) -> bytes:
+    """History prefix of the `[envelope, receipt]` records of the block at `height`."""
+    return height_key(height) + HISTORY_TX
+
+
+def tx_record_key(height: int, index: int) -> bytes:
+    return tx_records_prefix(height) + index.to_bytes(TX_INDEX_BYTES, "big")
+
+
+def write_entries_prefix(height: int) -> bytes:
+    """History prefix of the write-set entries of the block at `height`."""
+    return height_key(height) + HISTORY_WRITE
+
+
 @dataclass(frozen=True, slots=True)
 class TxRecord:
     """Where a committed transaction is, with its envelope and receipt bytes."""
@@ -120,32 +170,46 @@ class TxRecord:
     receipt: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class LevelDbSizing:
+    """The `[storage]` sizing of both stores (node/config.py)."""
+
+    cache_bytes: int = LEVELDB_CACHE_BYTES
+    write_buffer_bytes: int = LEVELDB_WRITE_BUFFER_BYTES
+    max_open_files: int = LEVELDB_MAX_OPEN_FILES
+    table_bytes: int = LEVELDB_TABLE_BYTES
+
+
 class ChainStore:
     """The node's committed chain in LevelDB. Only committed data is ever written here."""
 
     def __init__(
         self,
         db: plyvel.DB,
+        history: plyvel.DB,
         genesis_hash: bytes,
         *,
         separated_value_bytes: int = SEPARATED_VALUE_BYTES,
     ) -> None:
-        """Wrap an opened store as it is (`open` creates, checks and migrates; an auditor
-        reads a snapshot of any format).
-
-        Raises:
-            StorageError: the store's format is newer than this node's, or unreadable.
-        """
+        """Wrap the two opened, current stores of a data directory (`open` opens,
+        creates, migrates and recovers them)."""
         self._db = db
+        self._history = history
         self.genesis_hash = genesis_hash
-        self.storage_format = _stored_format(db)
-        # A format-1 store has no references: a value there that begins with the tag is
-        # a value.
-        self._references = self.storage_format >= 2
         self._separated_value_bytes = separated_value_bytes
         self.height = int.from_bytes(db.get(META_HEIGHT), "big")
         self.state_root: bytes = db.get(META_STATE_ROOT)
         self.last_block_hash: bytes = db.get(META_LAST_HASH)
+
+    @property
+    def state_db(self) -> plyvel.DB:
+        """The state store, for an auditor to read as untrusted input."""
+        return self._db
+
+    @property
+    def history_db(self) -> plyvel.DB:
+        """The history store, for an auditor to read as untrusted input."""
+        return self._history
 
     @classmethod
     def open(
@@ -158,63 +222,32 @@ class ChainStore:
         max_open_files: int = LEVELDB_MAX_OPEN_FILES,
         table_bytes: int = LEVELDB_TABLE_BYTES,
         separated_value_bytes: int = SEPARATED_VALUE_BYTES,
+        create: bool = True,
     ) -> ChainStore:
-        """Open (creating if needed) the store at `path` for `genesis`'s chain, with the
-        LevelDB sizing of the node's `[storage]` config; a store of format 1 is migrated.
+        """Open the data directory at `path` for `genesis`'s chain, with the LevelDB
+        sizing of the node's `[storage]` config: created if `create` and empty, migrated
+        from format 1, and with the state of blocks whose history outlived a crash applied.
 
         Raises:
-            StorageError: the directory holds another chain or a newer format, or LevelDB
-                cannot open it.
+            StorageError: the directory holds another chain, a format this node does not
+                read, no chain (with `create=False`), or LevelDB cannot open it.
         """
+        sizing = LevelDbSizing(cache_bytes, write_buffer_bytes, max_open_files, table_bytes)
         path.mkdir(parents=True, exist_ok=True)
+        db = _open_leveldb(path, sizing, create)
         try:
-            db = plyvel.DB(
-                str(path),
-                create_if_missing=True,
-                write_buffer_size=write_buffer_bytes,
-                lru_cache_size=cache_bytes,
-                max_open_files=max_open_files,
-                max_file_size=table_bytes,
-                bloom_filter_bits=LEVELDB_BLOOM_FILTER_BITS,
-                compression=LEVELDB_COMPRESSION,
-            )
-        except plyvel.Error as exc:
-            raise StorageError(f"{path}: cannot open LevelDB ({exc})") from None
-        genesis_block = genesis.genesis_block()
-        stored_hash = db.get(META_GENESIS_HASH)
-        if stored_hash is None:
-            cls._initialise(db, genesis, genesis_block)
-        elif stored_hash != genesis_block.block_hash:
-            db.close()
-            raise StorageError(
-                f"{path}: this data directory belongs to another chain "
-                f"(genesis_hash {stored_hash.hex()}, expected {genesis_block.block_hash.hex()} "
-                f"for chain {genesis.chain_id!r}); use an empty data directory"
-            )
-        try:
-            if _stored_format(db) < STORAGE_FORMAT:
-                _separate_tagged_values(db)
+            # The history of a format-1 store is created by its migration.
+            history = _open_leveldb(path / HISTORY_DIR, sizing, True)
         except StorageError:
             db.close()
             raise
-        return cls(db, genesis_block.block_hash, separated_value_bytes=separated_value_bytes)
-
-    @staticmethod
-    def _initialise(db: plyvel.DB, genesis: Genesis, genesis_block: CommittedBlock) -> None:
-        with db.write_batch(transaction=True, sync=True) as batch:
-            writes = genesis.genesis_writes()
-            _put_block(
-                batch,
-                db.get,
-                genesis_block,
-                writes,
-                encode_write_set(writes),
-                {},
-                SEPARATED_VALUE_BYTES,
-            )
-            batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
-            batch.put(META_CHAIN_ID, genesis.chain_id.encode())
-            batch.put(META_GENESIS_HASH, genesis_block.block_hash)
+        try:
+            genesis_hash = _prepare(path, db, history, genesis, create)
+            return cls(db, history, genesis_hash, separated_value_bytes=separated_value_bytes)
+        except BaseException:
+            history.close()
+            db.close()
+            raise
 
     def commit_block(
         self,
@@ -222,7 +255,7 @@ class ChainStore:
         writes: Mapping[bytes, bytes | None],
         write_set: bytes | None = None,
     ) -> None:
-        """Persist a final block with its receipts and state writes in one synced batch.
+        """Persist a final block with its receipts and state writes.
 
         `write_set` is `encode_write_set(writes)` when the caller has it already.
         """
@@ -233,8 +266,9 @@ class ChainStore:
         self, blocks: Sequence[tuple[CommittedBlock, Mapping[bytes, bytes | None], bytes]]
     ) -> None:
         """Persist consecutive final blocks, each with its state writes and their encoded
-        write set `W_h`, in one synced batch (state transfer: one sync for a run of blocks,
-        and all of them or none)."""
+        write set `W_h` (`encode_write_set(writes)`): the history of all of them in one
+        synced batch, then their state in another (state transfer: two syncs for a run of
+        blocks, and all of them or none)."""
         height, last_hash = self.height, self.last_block_hash
         for block, _, _ in blocks:
             require(block.height == height + 1, f"commit of height {block.height} after {height}")
@@ -244,19 +278,19 @@ class ChainStore:
             height, last_hash = block.height, block.block_hash
         if not blocks:
             return
-        require(self._references, "a store of format 1 is read, never written: open() migrates")
-        # What this batch stores under each state key it writes: a later block of the same
-        # batch must find an earlier one's reference, which the database does not have yet.
-        stored_in_batch: dict[bytes, bytes | None] = {}
+        entries = [_write_set_entries(write_set, len(writes)) for _, writes, write_set in blocks]
+        with self._history.write_batch(transaction=True, sync=True) as batch:
+            for (block, _, _), block_entries in zip(blocks, entries, strict=True):
+                _put_history(batch, block, block_entries)
         with self._db.write_batch(transaction=True, sync=True) as batch:
-            for block, writes, write_set in blocks:
-                _put_block(
+            for block, writes, _ in blocks:
+                _put_state(
                     batch,
-                    self._db.get,
-                    block,
-                    writes,
-                    write_set,
-                    stored_in_batch,
+                    block.height,
+                    block.tx_ids,
+                    block.block_hash,
+                    block.header.state_root,
+                    sorted(writes.items()),
                     self._separated_value_bytes,
                 )
         last = blocks[-1][0]
@@ -265,25 +299,34 @@ class ChainStore:
         self.last_block_hash = last.block_hash
 
     def compact(self) -> None:
-        """Compact the whole database now (blocking): for tools that wrote a chain in bulk."""
+        """Compact both stores now (blocking): for tools that wrote a chain in bulk."""
         self._db.compact_range()
+        self._history.compact_range()
 
     def get(self, key: bytes) -> bytes | None:
         """Committed state by full key (`StateReader`)."""
         stored = self._db.get(STATE_PREFIX + key)
-        if not stored or stored[0] != SEPARATED_VALUE_TAG or not self._references:
+        if not stored or stored[0] != SEPARATED_VALUE_TAG:
             return stored
-        value = self._db.get(SEPARATED_VALUE_PREFIX + stored[1:])
-        require(value is not None, f"state key {key!r} refers to a missing value")
+        entry = self._history.get(stored[1:])
+        require(entry is not None, f"state key {key!r} refers to a missing history entry")
+        entry_key, value = msgpack.unpackb(entry)
+        require(entry_key == key, f"state key {key!r} refers to another key's entry")
         return value
 
-    def is_reference(self, stored: bytes) -> bool:
-        """Whether a raw `s:` value is a reference to a separated value (for auditors)."""
-        return self._references and bool(stored) and stored[0] == SEPARATED_VALUE_TAG
-
-    def separated_value(self, reference: bytes) -> bytes | None:
-        """The value a raw `s:` reference refers to, or None when it is not there."""
-        return self._db.get(SEPARATED_VALUE_PREFIX + reference[1:])
+    def separated_value(self, stored: bytes) -> tuple[bytes, bytes | None] | None:
+        """For auditors: the history entry `[key, value]` a raw `s:` value refers to, None
+        when it is no reference or refers to nothing that decodes as an entry."""
+        if not stored or stored[0] != SEPARATED_VALUE_TAG:
+            return None
+        entry = self._history.get(stored[1:])
+        try:
+            pair = msgpack.unpackb(entry) if entry is not None else None
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], bytes):
+            return pair[0], pair[1]
+        return None
 
     def has_tx(self, tx_id: bytes) -> bool:
         return self._db.get(TX_PREFIX + tx_id) is not None
@@ -292,11 +335,11 @@ class ChainStore:
         position = self._db.get(TX_PREFIX + tx_id)
         if position is None:
             return None
-        data = self._db.get(BLOCK_TX_PREFIX + position)
-        require(data is not None, f"tx {tx_id.hex()} is indexed but not stored")
-        envelope, receipt = msgpack.unpackb(data, raw=False)
         height = int.from_bytes(position[:-TX_INDEX_BYTES], "big")
         index = int.from_bytes(position[-TX_INDEX_BYTES:], "big")
+        data = self._history.get(tx_record_key(height, index))
+        require(data is not None, f"tx {tx_id.hex()} is indexed but not stored")
+        envelope, receipt = msgpack.unpackb(data, raw=False)
         return TxRecord(height, index, envelope, receipt)
 
     def height_of(self, block_hash: bytes) -> int | None:
@@ -312,9 +355,10 @@ class ChainStore:
         self, height: int
     ) -> tuple[BlockHeader, bytes, list[bytes], CommitCertificate] | None:
         """Header, header bytes, tx ids and certificate, without envelopes or receipts."""
-        data = self._db.get(BLOCK_PREFIX + height_key(height))
-        if data is None:
+        if not 0 <= height <= self.height:
             return None
+        data = self._history.get(block_key(height))
+        require(data is not None, f"block {height} missing below the tip")
         record = msgpack.unpackb(data, raw=False)
         header_bytes = record["header"]
         return (
@@ -332,9 +376,7 @@ class ChainStore:
         header, header_bytes, tx_ids, commit = summary
         records = [
             msgpack.unpackb(data, raw=False)
-            for data in self._db.iterator(
-                prefix=BLOCK_TX_PREFIX + height_key(height), include_key=False
-            )
+            for data in self._history.iterator(prefix=tx_records_prefix(height), include_key=False)
         ]
         require(len(records) == len(tx_ids), f"block {height} has missing transactions")
         return CommittedBlock(
@@ -349,14 +391,16 @@ class ChainStore:
 
     def get_write_set(self, height: int) -> bytes | None:
         """The encoded write set `W_h` of the block at `height`, or None above the chain."""
-        return self._db.get(WRITE_SET_PREFIX + height_key(height))
+        if not 0 <= height <= self.height:
+            return None
+        return joined_write_set(self._history, height)
 
     def get_envelope_digests(self, from_height: int, limit: int) -> list[bytes]:
         """`envelopes_digest` of up to `limit` blocks from `from_height`, stopping at the tip."""
         last = min(self.height, from_height + limit - 1)
         digests = []
         for height in range(max(0, from_height), last + 1):
-            digest = self._db.get(ENVELOPES_DIGEST_PREFIX + height_key(height))
+            digest = self._history.get(envelopes_digest_key(height))
             require(digest is not None, f"block {height} has no envelopes digest")
             digests.append(digest)
         return digests
@@ -389,100 +433,278 @@ class ChainStore:
                 batch.delete(CONSENSUS_PREFIX + key)
 
     def close(self) -> None:
-        if not self._db.closed:
-            self._db.close()
+        for db in (self._history, self._db):
+            if not db.closed:
+                db.close()
 
 
-def _stored_format(db: plyvel.DB) -> int:
+def joined_write_set(history: plyvel.DB, height: int) -> bytes:
+    """`W_h` of the block at `height` from its history entries: the array header, then the
+    entries in order."""
+    entries = list(history.iterator(prefix=write_entries_prefix(height), include_key=False))
+    packer = msgpack.Packer()
+    return packer.pack_array_header(len(entries)) + b"".join(entries)
+
+
+def _open_leveldb(path: Path, sizing: LevelDbSizing, create: bool) -> plyvel.DB:
+    """Raises: StorageError when LevelDB cannot open `path`."""
+    try:
+        return plyvel.DB(
+            str(path),
+            create_if_missing=create,
+            write_buffer_size=sizing.write_buffer_bytes,
+            lru_cache_size=sizing.cache_bytes,
+            max_open_files=sizing.max_open_files,
+            max_file_size=sizing.table_bytes,
+            bloom_filter_bits=LEVELDB_BLOOM_FILTER_BITS,
+            compression=LEVELDB_COMPRESSION,
+        )
+    except plyvel.Error as exc:
+        raise StorageError(f"{path}: cannot open LevelDB ({exc})") from None
+
+
+def _prepare(
+    path: Path, db: plyvel.DB, history: plyvel.DB, genesis: Genesis, create: bool
+) -> bytes:
+    """Make the opened stores current for `genesis`'s chain; returns the genesis hash.
+
+    Raises:
+        StorageError: another chain's, no chain, or a format this node does not read.
+    """
+    genesis_block = genesis.genesis_block()
+    stored_hash = db.get(META_GENESIS_HASH)
+    if stored_hash is None:
+        if not create:
+            raise StorageError(f"{path}: not a Chancery data directory (no chain)")
+        _initialise(db, history, genesis, genesis_block)
+    elif stored_hash != genesis_block.block_hash:
+        raise StorageError(
+            f"{path}: this data directory belongs to another chain "
+            f"(genesis_hash {stored_hash.hex()}, expected {genesis_block.block_hash.hex()} "
+            f"for chain {genesis.chain_id!r}); use an empty data directory"
+        )
+    stored_format = _stored_format(path, db)
+    if stored_format == 1:
+        _migrate_from_format_1(path, db, history)
+    _apply_history_ahead_of_state(path, db, history)
+    return genesis_block.block_hash
+
+
+def _initialise(
+    db: plyvel.DB, history: plyvel.DB, genesis: Genesis, genesis_block: CommittedBlock
+) -> None:
+    writes = genesis.genesis_writes()
+    entries = _write_set_entries(encode_write_set(writes), len(writes))
+    with history.write_batch(transaction=True, sync=True) as batch:
+        _put_history(batch, genesis_block, entries)
+    with db.write_batch(transaction=True, sync=True) as batch:
+        _put_state(
+            batch,
+            0,
+            genesis_block.tx_ids,
+            genesis_block.block_hash,
+            genesis_block.header.state_root,
+            sorted(writes.items()),
+            SEPARATED_VALUE_BYTES,
+        )
+        batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
+        batch.put(META_CHAIN_ID, genesis.chain_id.encode())
+        batch.put(META_GENESIS_HASH, genesis_block.block_hash)
+
+
+def _stored_format(path: Path, db: plyvel.DB) -> int:
     """The store's format: 1 when it predates the marker.
 
     Raises:
-        StorageError: a format this node does not know.
+        StorageError: a format this node does not read.
     """
     data = db.get(META_STORAGE_FORMAT)
     if data is None:
         return 1
-    if len(data) != 1 or not 1 <= data[0] <= STORAGE_FORMAT:
+    if data != bytes([STORAGE_FORMAT]):
         raise StorageError(
-            f"storage format {data.hex()} is not one this node reads (1 to {STORAGE_FORMAT});"
-            " run a newer node"
+            f"{path}: storage format {data.hex()} is not one this node reads (1 or "
+            f"{STORAGE_FORMAT}); format 2 was a development build's: start from an empty "
+            "data directory and let the node catch up"
         )
-    return data[0]
+    return STORAGE_FORMAT
 
 
-def _separate_tagged_values(db: plyvel.DB) -> None:
-    """Migrate format 1 to 2: a value that begins with the reference tag moves under `v:`,
-    because from now on such a stored value is read as a reference. One synced batch with
-    the format marker, so an interrupted migration is done again from the start."""
-    height = db.get(META_HEIGHT)
-    seq = 0
+def _history_height(history: plyvel.DB) -> int:
+    last = next(history.iterator(reverse=True, include_value=False), None)
+    return -1 if last is None else int.from_bytes(last[:8], "big")
+
+
+def _apply_history_ahead_of_state(path: Path, db: plyvel.DB, history: plyvel.DB) -> None:
+    """Apply the state of blocks whose history was synced before a crash stopped their
+    state batch (`commit_blocks` writes the history first).
+
+    Raises:
+        StorageError: the history is behind the state (the disk lost synced writes).
+    """
+    state_height = int.from_bytes(db.get(META_HEIGHT), "big")
+    history_height = _history_height(history)
+    if history_height < state_height:
+        raise StorageError(
+            f"{path}: the history ends at height {history_height} but the state is at "
+            f"{state_height}; the data directory is damaged: start from an empty one"
+        )
+    for height in range(state_height + 1, history_height + 1):
+        record = msgpack.unpackb(history.get(block_key(height)), raw=False)
+        header = BlockHeader.decode(record["header"])
+        block_hash = CommitCertificate.from_wire(record["commit"]).block_hash
+        entries = history.iterator(prefix=write_entries_prefix(height), include_key=False)
+        writes = [tuple(msgpack.unpackb(entry)) for entry in entries]
+        with db.write_batch(transaction=True, sync=True) as batch:
+            _put_state(
+                batch,
+                height,
+                record["tx_ids"],
+                block_hash,
+                header.state_root,
+                writes,
+                SEPARATED_VALUE_BYTES,
+            )
+        log.warning("applied the state of block %d from its history, after a crash", height)
+
+
+def _migrate_from_format_1(path: Path, db: plyvel.DB, history: plyvel.DB) -> None:
+    """Move a format-1 store's block-ordered records into the history store.
+
+    In batches of blocks: each batch's history is synced before its records leave the
+    state store, and `m:migration` records how far it went, so an interrupted migration
+    goes on where it stopped. State values that begin with the reference tag are moved
+    first, as history entries at the tip, because from now on such a value is a
+    reference.
+    """
+    height = int.from_bytes(db.get(META_HEIGHT), "big")
+    progress = db.get(META_MIGRATION)
+    if progress is None:
+        _move_tagged_values(db, history, height)
+        next_height = 0
+    else:
+        next_height = int.from_bytes(progress, "big")
+    if next_height <= height:
+        log.warning(
+            "%s: migrating blocks %d..%d to storage format %d",
+            path,
+            next_height,
+            height,
+            STORAGE_FORMAT,
+        )
+    while next_height <= height:
+        last = min(height, next_height + MIGRATION_BLOCKS_PER_BATCH - 1)
+        moved: list[bytes] = []
+        with history.write_batch(transaction=True, sync=True) as batch:
+            for block_height in range(next_height, last + 1):
+                moved.extend(_move_block_history(db, batch, block_height))
+        with db.write_batch(transaction=True, sync=True) as batch:
+            for key in moved:
+                batch.delete(key)
+            batch.put(META_MIGRATION, height_key(last + 1))
+        next_height = last + 1
     with db.write_batch(transaction=True, sync=True) as batch:
-        for key, value in db.iterator(prefix=STATE_PREFIX):
-            if value and value[0] == SEPARATED_VALUE_TAG:
-                # The block at the tip wrote no references (it is format 1), so
-                # `v:<tip><seq>` is free; the next block's are `v:<tip + 1>...`.
-                reference = height + seq.to_bytes(SEPARATED_VALUE_SEQ_BYTES, "big")
-                batch.put(SEPARATED_VALUE_PREFIX + reference, value)
-                batch.put(key, bytes([SEPARATED_VALUE_TAG]) + reference)
-                seq += 1
         batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
+        batch.delete(META_MIGRATION)
 
 
-def _put_block(
-    batch: plyvel.WriteBatch,
-    read: Callable[[bytes], bytes | None],
-    block: CommittedBlock,
-    writes: Mapping[bytes, bytes | None],
-    write_set: bytes,
-    stored_in_batch: dict[bytes, bytes | None],
-    separated_value_bytes: int,
-) -> None:
-    height = height_key(block.height)
+def _move_tagged_values(db: plyvel.DB, history: plyvel.DB, height: int) -> None:
+    tagged = [
+        (key, value)
+        for key, value in db.iterator(prefix=STATE_PREFIX)
+        if value and value[0] == SEPARATED_VALUE_TAG
+    ]
+    with history.write_batch(transaction=True, sync=True) as batch:
+        for seq, (key, value) in enumerate(tagged):
+            entry_key = height_key(height) + HISTORY_MIGRATED_VALUE + seq.to_bytes(SEQ_BYTES, "big")
+            batch.put(entry_key, pack_trusted([key[len(STATE_PREFIX) :], value]))
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for seq, (key, _) in enumerate(tagged):
+            entry_key = height_key(height) + HISTORY_MIGRATED_VALUE + seq.to_bytes(SEQ_BYTES, "big")
+            batch.put(key, bytes([SEPARATED_VALUE_TAG]) + entry_key)
+        batch.put(META_MIGRATION, height_key(0))
+
+
+def _move_block_history(db: plyvel.DB, batch: plyvel.WriteBatch, height: int) -> list[bytes]:
+    """Put the format-1 records of the block at `height` into the history `batch`;
+    returns their state-store keys, to delete once the batch is synced."""
+    key = height_key(height)
+    old_keys = [_V1_BLOCK + key, _V1_ENVELOPES_DIGEST + key, _V1_WRITE_SET + key]
+    record, digest, write_set = (db.get(old) for old in old_keys)
+    require(
+        record is not None and digest is not None and write_set is not None,
+        f"format-1 block {height} is incomplete",
+    )
+    batch.put(block_key(height), record)
+    batch.put(envelopes_digest_key(height), digest)
+    for seq, entry in enumerate(_write_set_entries(write_set, None)):
+        batch.put(write_entries_prefix(height) + seq.to_bytes(SEQ_BYTES, "big"), entry)
+    for tx_key, value in db.iterator(prefix=_V1_TX + key):
+        batch.put(tx_records_prefix(height) + tx_key[-TX_INDEX_BYTES:], value)
+        old_keys.append(tx_key)
+    return old_keys
+
+
+def _write_set_entries(write_set: bytes, expected: int | None) -> list[bytes]:
+    """The encoded `[key, value]` entries of an encoded `W_h`, as slices of its bytes."""
+    unpacker = msgpack.Unpacker(max_buffer_size=max(len(write_set), 1))
+    unpacker.feed(write_set)
+    count = unpacker.read_array_header()
+    require(expected is None or count == expected, "write set does not match its writes")
+    entries = []
+    start = unpacker.tell()
+    for _ in range(count):
+        unpacker.skip()
+        end = unpacker.tell()
+        entries.append(write_set[start:end])
+        start = end
+    require(start == len(write_set), "write set has trailing bytes")
+    return entries
+
+
+def _put_history(batch: plyvel.WriteBatch, block: CommittedBlock, entries: list[bytes]) -> None:
+    height = block.height
     record = {
         "commit": block.commit.to_wire(),
         "header": block.header_bytes,
         "tx_ids": list(block.tx_ids),
     }
-    batch.put(BLOCK_PREFIX + height, msgpack.packb(record, use_bin_type=True))
-    batch.put(HASH_PREFIX + block.block_hash, height)
-    for index, (tx_id, envelope, receipt) in enumerate(
-        zip(block.tx_ids, block.envelopes, block.receipts, strict=True)
-    ):
-        position = height + index.to_bytes(TX_INDEX_BYTES, "big")
-        batch.put(BLOCK_TX_PREFIX + position, msgpack.packb([envelope, receipt], use_bin_type=True))
-        batch.put(TX_PREFIX + tx_id, position)
-    batch.put(WRITE_SET_PREFIX + height, write_set)
-    batch.put(ENVELOPES_DIGEST_PREFIX + height, envelopes_digest(block.envelopes))
-    _put_state(batch, read, height, writes, stored_in_batch, separated_value_bytes)
-    batch.put(META_HEIGHT, height)
-    batch.put(META_STATE_ROOT, block.header.state_root)
-    batch.put(META_LAST_HASH, block.block_hash)
+    batch.put(block_key(height), msgpack.packb(record, use_bin_type=True))
+    batch.put(envelopes_digest_key(height), envelopes_digest(block.envelopes))
+    prefix = write_entries_prefix(height)
+    for seq, entry in enumerate(entries):
+        batch.put(prefix + seq.to_bytes(SEQ_BYTES, "big"), entry)
+    prefix = tx_records_prefix(height)
+    for index, (envelope, receipt) in enumerate(zip(block.envelopes, block.receipts, strict=True)):
+        batch.put(
+            prefix + index.to_bytes(TX_INDEX_BYTES, "big"),
+            msgpack.packb([envelope, receipt], use_bin_type=True),
+        )
 
 
 def _put_state(
     batch: plyvel.WriteBatch,
-    read: Callable[[bytes], bytes | None],
-    height: bytes,
-    writes: Mapping[bytes, bytes | None],
-    stored_in_batch: dict[bytes, bytes | None],
+    height: int,
+    tx_ids: Sequence[bytes],
+    block_hash: bytes,
+    state_root: bytes,
+    sorted_writes: Sequence[tuple[bytes, bytes | None]],
     separated_value_bytes: int,
 ) -> None:
-    """Write one block's state writes, separating long values under `v:<height><seq>` and
-    deleting the separated value each write replaces."""
-    seq = 0
-    for key, value in writes.items():
-        state_key = STATE_PREFIX + key
-        previous = stored_in_batch[key] if key in stored_in_batch else read(state_key)
-        if previous and previous[0] == SEPARATED_VALUE_TAG:
-            batch.delete(SEPARATED_VALUE_PREFIX + previous[1:])
+    """The state-store half of a block: indexes, state and metadata. `sorted_writes` are
+    in key order, the order of the block's write-set entries."""
+    key = height_key(height)
+    batch.put(HASH_PREFIX + block_hash, key)
+    for index, tx_id in enumerate(tx_ids):
+        batch.put(TX_PREFIX + tx_id, key + index.to_bytes(TX_INDEX_BYTES, "big"))
+    entry_prefix = bytes([SEPARATED_VALUE_TAG]) + write_entries_prefix(height)
+    for seq, (state_key, value) in enumerate(sorted_writes):
         if value is None:
-            batch.delete(state_key)
-            stored_in_batch[key] = None
-            continue
-        if len(value) >= separated_value_bytes or (value and value[0] == SEPARATED_VALUE_TAG):
-            reference = height + seq.to_bytes(SEPARATED_VALUE_SEQ_BYTES, "big")
-            seq += 1
-            batch.put(SEPARATED_VALUE_PREFIX + reference, value)
-            value = bytes([SEPARATED_VALUE_TAG]) + reference
-        batch.put(state_key, value)
-        stored_in_batch[key] = value
+            batch.delete(STATE_PREFIX + state_key)
+        elif len(value) >= separated_value_bytes or (value and value[0] == SEPARATED_VALUE_TAG):
+            batch.put(STATE_PREFIX + state_key, entry_prefix + seq.to_bytes(SEQ_BYTES, "big"))
+        else:
+            batch.put(STATE_PREFIX + state_key, value)
+    batch.put(META_HEIGHT, key)
+    batch.put(META_STATE_ROOT, state_root)
+    batch.put(META_LAST_HASH, block_hash)

@@ -22,7 +22,7 @@ import pytest
 from node.client import Client, ClientError
 from node.crypto import SigningKey, load_key_file
 from node.localnet import LocalNetwork
-from node.storage import BLOCK_PREFIX, height_key
+from node.storage import HISTORY_DIR, block_key
 from node.transaction import sign_transaction
 
 CHANCERY: Final = Path(sys.executable).with_name("chancery")
@@ -170,9 +170,9 @@ def test_a_chain_made_under_load_audits_clean_and_a_flipped_byte_is_caught(
     assert (report["result"], report["height"]) == ("clean", height)
 
     flipped = height // 2 + 1
-    db = plyvel.DB(str(copy))
+    db = plyvel.DB(str(copy / HISTORY_DIR))
     try:
-        key = BLOCK_PREFIX + height_key(flipped)
+        key = block_key(flipped)
         record = msgpack.unpackb(db.get(key), raw=False)
         header = bytearray(record["header"])
         header[len(header) // 2] ^= 0x01

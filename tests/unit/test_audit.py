@@ -37,18 +37,18 @@ from node.block import (
     BlockHeader,
     CommitCertificate,
     Receipt,
-    decode_write_set,
-    encode_write_set,
 )
 from node.cli import main
 from node.crypto import DOMAIN_TX, SignatureVerifier
 from node.storage import (
-    BLOCK_PREFIX,
-    BLOCK_TX_PREFIX,
-    SEPARATED_VALUE_PREFIX,
+    HISTORY_DIR,
     STATE_PREFIX,
     TX_PREFIX,
+    block_key,
+    envelopes_digest_key,
     height_key,
+    tx_record_key,
+    write_entries_prefix,
 )
 from node.transaction import Transaction, decode_envelope, encode_envelope
 from tests.unit.conftest import Chain, Consortium, build_consortium, key_from_label
@@ -566,12 +566,13 @@ def test_state_keys_and_differences_are_described_for_people() -> None:
 def fingerprint(directory: Path) -> dict[str, tuple[int, int, str]]:
     """Every file's size, mtime and content hash."""
     return {
-        path.name: (
+        str(path.relative_to(directory)): (
             path.stat().st_size,
             path.stat().st_mtime_ns,
             hashlib.sha256(path.read_bytes()).hexdigest(),
         )
-        for path in sorted(directory.iterdir())
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
     }
 
 
@@ -597,8 +598,8 @@ def test_the_snapshot_links_the_table_files_and_is_deleted_afterwards(
 ) -> None:
     with data_snapshot(source.path, tmp_path) as snapshot:
         assert snapshot.path.is_relative_to(tmp_path)
-        names = {path.name for path in snapshot.path.iterdir()}
-        assert "CURRENT" in names and "LOCK" not in names
+        names = [path.name for path in snapshot.path.rglob("*")]
+        assert names.count("CURRENT") == 2 and "LOCK" not in names  # both stores
         tables = [n for n in names if n.endswith((".ldb", ".sst"))]
         assert snapshot.linked_files == len(tables)
     assert list(tmp_path.iterdir()) == []
@@ -617,7 +618,8 @@ def test_the_snapshot_copies_when_hard_links_fail(
     monkeypatch.setattr(audit_sources.os, "link", refuse)
     with data_snapshot(source.path, tmp_path) as snapshot:
         assert snapshot.linked_files == 0
-        assert snapshot.copied_files == len(list(snapshot.path.iterdir()))
+        files = [path for path in snapshot.path.rglob("*") if path.is_file()]
+        assert snapshot.copied_files == len(files)
     assert audit_dir(four, verifier, source.path).clean
 
 
@@ -636,8 +638,10 @@ def test_the_snapshot_is_taken_again_while_the_directory_changes(
 
     monkeypatch.setattr(audit_sources, "_snapshot_files", changing)
     with data_snapshot(source.path, tmp_path) as snapshot:
-        assert snapshot.path.name == "attempt-1"
-    assert len(listings) == 4
+        assert (snapshot.path / "CURRENT").is_file()
+        assert (snapshot.path / HISTORY_DIR / "CURRENT").is_file()
+    # The state store twice (a listing before and after each attempt), then the history.
+    assert len(listings) == 6
 
     def always_changing(data_dir: Path) -> dict[str, tuple[int, int]]:
         listings.append(real(data_dir))
@@ -652,27 +656,30 @@ def test_the_snapshot_is_taken_again_while_the_directory_changes(
 
 
 @contextlib.contextmanager
-def copy_of(chain: Chain, tmp_path: Path) -> Iterator[tuple[Path, plyvel.DB]]:
-    """A copy of `chain`'s data directory, opened with plyvel to be tampered with."""
+def copy_of(chain: Chain, tmp_path: Path) -> Iterator[tuple[Path, plyvel.DB, plyvel.DB]]:
+    """A copy of `chain`'s data directory, its state and history stores opened with
+    plyvel to be tampered with."""
     copy = tmp_path / "copy"
     shutil.copytree(chain.path, copy, ignore=shutil.ignore_patterns("LOCK"))
     db = plyvel.DB(str(copy))
+    history = plyvel.DB(str(copy / HISTORY_DIR))
     try:
-        yield copy, db
+        yield copy, db, history
     finally:
+        history.close()
         db.close()
 
 
 def test_a_flipped_byte_in_a_stored_block_header_is_caught_at_its_height(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
-        key = BLOCK_PREFIX + height_key(TAMPERED)
-        record = msgpack.unpackb(db.get(key), raw=False)
+    with copy_of(source, tmp_path) as (copy, _db, history):
+        key = block_key(TAMPERED)
+        record = msgpack.unpackb(history.get(key), raw=False)
         header = bytearray(record["header"])
         header[-3] ^= 0x01
         record["header"] = bytes(header)
-        db.put(key, msgpack.packb(record, use_bin_type=True))
+        history.put(key, msgpack.packb(record, use_bin_type=True))
     found = divergence_of(audit_dir(four, verifier, copy))
     assert found.height == TAMPERED
     assert found.check in {"certificate.block_hash", "header.decode"}, found
@@ -681,18 +688,18 @@ def test_a_flipped_byte_in_a_stored_block_header_is_caught_at_its_height(
 def test_a_flipped_byte_in_a_raw_block_record_is_caught_at_its_height(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
-        key = BLOCK_PREFIX + height_key(TAMPERED)
-        value = bytearray(db.get(key))
+    with copy_of(source, tmp_path) as (copy, _db, history):
+        key = block_key(TAMPERED)
+        value = bytearray(history.get(key))
         value[len(value) // 2] ^= 0x40
-        db.put(key, bytes(value))
+        history.put(key, bytes(value))
     assert divergence_of(audit_dir(four, verifier, copy)).height == TAMPERED
 
 
-def _rewrite_transaction_record(db: plyvel.DB, height: int, index: int, change: Any) -> None:
-    key = BLOCK_TX_PREFIX + height_key(height) + index.to_bytes(4, "big")
-    envelope, receipt = msgpack.unpackb(db.get(key), raw=False)
-    db.put(key, msgpack.packb(change(envelope, receipt), use_bin_type=True))
+def _rewrite_transaction_record(history: plyvel.DB, height: int, index: int, change: Any) -> None:
+    key = tx_record_key(height, index)
+    envelope, receipt = msgpack.unpackb(history.get(key), raw=False)
+    history.put(key, msgpack.packb(change(envelope, receipt), use_bin_type=True))
 
 
 def claim_success(envelope: bytes, receipt: bytes) -> list[bytes]:
@@ -708,8 +715,8 @@ def test_a_changed_stored_transaction_or_receipt_is_named(
         signature = bytes([tx.signature[0] ^ 1]) + tx.signature[1:]
         return [encode_envelope(tx.body_bytes, tx.signer, signature), receipt]
 
-    with copy_of(source, tmp_path) as (copy, db):
-        _rewrite_transaction_record(db, TAMPERED, 1, flip_signature)
+    with copy_of(source, tmp_path) as (copy, _, history):
+        _rewrite_transaction_record(history, TAMPERED, 1, flip_signature)
     found = divergence_of(audit_dir(four, verifier, copy))
     assert (found.height, found.check, found.tx_index) == (TAMPERED, "tx.signature", 1)
 
@@ -718,8 +725,8 @@ def test_a_changed_stored_transaction_or_receipt_is_named(
         return [envelope, Receipt(decoded.tx_id, False, "x", None, ()).encode()]
 
     shutil.rmtree(copy)
-    with copy_of(source, tmp_path) as (copy, db):
-        _rewrite_transaction_record(db, 3, 0, fail_receipt)
+    with copy_of(source, tmp_path) as (copy, _db, history):
+        _rewrite_transaction_record(history, 3, 0, fail_receipt)
     found = divergence_of(audit_dir(four, verifier, copy))
     assert (found.height, found.check, found.tx_index) == (3, "receipt.ok", 0)
 
@@ -728,7 +735,7 @@ def test_a_changed_stored_state_value_is_named_by_key(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
     key = b"membership/key/" + member_key(TAMPERED * 10)
-    with copy_of(source, tmp_path) as (copy, db):
+    with copy_of(source, tmp_path) as (copy, db, _history):
         assert db.get(STATE_PREFIX + key) is not None
         db.put(STATE_PREFIX + key, b"\x80")
     found = divergence_of(audit_dir(four, verifier, copy))
@@ -737,44 +744,45 @@ def test_a_changed_stored_state_value_is_named_by_key(
     assert found.found == "80"
 
 
-def test_a_missing_or_changed_separated_value_is_named_by_its_key(
+def separated_state_keys(db: plyvel.DB) -> list[tuple[bytes, bytes]]:
+    """Every state key whose value is kept in the history, with its reference."""
+    return [
+        (key[len(STATE_PREFIX) :], stored)
+        for key, stored in db.iterator(prefix=STATE_PREFIX)
+        if stored[:1] == b"\xc1"
+    ]
+
+
+def test_a_separated_value_is_covered_by_its_blocks_write_set(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    def separated_key(db: plyvel.DB) -> tuple[bytes, bytes]:
-        for key, stored in db.iterator(prefix=STATE_PREFIX):
-            if stored[:1] == b"\xc1":
-                return key[len(STATE_PREFIX) :], SEPARATED_VALUE_PREFIX + stored[1:]
-        raise AssertionError("the chain has no separated value")
-
-    for tamper in ("delete", "change"):
-        shutil.rmtree(tmp_path / "copy", ignore_errors=True)
-        with copy_of(source, tmp_path) as (copy, db):
-            key, value_key = separated_key(db)
-            if tamper == "delete":
-                db.delete(value_key)
-            else:
-                db.put(value_key, db.get(value_key) + b"x")
-        found = divergence_of(audit_dir(four, verifier, copy))
-        assert (found.height, found.check) == (CHAIN_HEIGHT, "store.state"), found
-        assert describe_state_key(key) in found.message
+    with copy_of(source, tmp_path) as (copy, db, history):
+        _, reference = separated_state_keys(db)[-1]
+        entry_key = reference[1:]
+        key, value = msgpack.unpackb(history.get(entry_key))
+        history.put(entry_key, msgpack.packb([key, value + b"x"]))
+    found = divergence_of(audit_dir(four, verifier, copy))
+    assert found.height == int.from_bytes(entry_key[:8], "big")
+    assert found.check == "store.write_set", found
+    assert describe_state_key(key) in found.message
 
 
-def test_a_separated_value_no_key_refers_to_is_found(
+def test_a_reference_to_another_keys_value_is_named_by_key(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
-        db.put(SEPARATED_VALUE_PREFIX + height_key(CHAIN_HEIGHT + 1) + bytes(4), b"left")
+    with copy_of(source, tmp_path) as (copy, db, _):
+        (first, _), (_second, reference) = separated_state_keys(db)[:2]
+        db.put(STATE_PREFIX + first, reference)
     found = divergence_of(audit_dir(four, verifier, copy))
     assert (found.height, found.check) == (CHAIN_HEIGHT, "store.state"), found
-    count = int(found.expected.split()[0])
-    assert found.found == f"{count + 1} separated values"
-    assert "refer" in found.message
+    assert describe_state_key(first) in found.message
+    assert found.found == reference.hex()
 
 
 def test_an_extra_stored_state_key_is_named(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
+    with copy_of(source, tmp_path) as (copy, db, _history):
         db.put(STATE_PREFIX + b"membership/zzz", b"\x01")
     found = divergence_of(audit_dir(four, verifier, copy))
     assert found.check == "store.state" and "membership/zzz" in found.message
@@ -784,12 +792,10 @@ def test_an_extra_stored_state_key_is_named(
 def test_a_changed_stored_write_set_entry_is_named_by_key(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
-        key = b"w:" + height_key(TAMPERED)
-        writes = decode_write_set(db.get(key))
-        changed = sorted(writes)[1]
-        writes[changed] = b"forged"
-        db.put(key, encode_write_set(writes))
+    with copy_of(source, tmp_path) as (copy, _db, history):
+        entry_key = write_entries_prefix(TAMPERED) + (1).to_bytes(4, "big")
+        changed, _ = msgpack.unpackb(history.get(entry_key))
+        history.put(entry_key, msgpack.packb([changed, b"forged"]))
     found = divergence_of(audit_dir(four, verifier, copy))
     assert (found.height, found.check) == (TAMPERED, "store.write_set")
     assert describe_state_key(changed) in found.message
@@ -799,22 +805,26 @@ def test_stored_indexes_and_metadata_are_checked(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
     tx_id = source.store.get_block(TAMPERED).tx_ids[2]  # type: ignore[union-attr]
-    cases: list[tuple[Callable[[plyvel.DB], None], int, str]] = [
-        (lambda db: db.delete(TX_PREFIX + tx_id), TAMPERED, "store.tx_index"),
+    cases: list[tuple[Callable[[plyvel.DB, plyvel.DB], None], int, str]] = [
+        (lambda db, _: db.delete(TX_PREFIX + tx_id), TAMPERED, "store.tx_index"),
         (
-            lambda db: db.put(TX_PREFIX + tx_id, height_key(1) + bytes(4)),
+            lambda db, _: db.put(TX_PREFIX + tx_id, height_key(1) + bytes(4)),
             TAMPERED,
             "store.tx_index",
         ),
-        (lambda db: db.put(b"e:" + height_key(3), bytes(32)), 3, "store.envelopes_digest"),
-        (lambda db: db.put(b"m:state_root", bytes(32)), CHAIN_HEIGHT, "store.meta"),
-        (lambda db: db.delete(BLOCK_TX_PREFIX + height_key(4) + bytes(4)), 4, "store.record"),
-        (lambda db: db.delete(BLOCK_PREFIX + height_key(6)), 6, "store.record"),
+        (
+            lambda _, history: history.put(envelopes_digest_key(3), bytes(32)),
+            3,
+            "store.envelopes_digest",
+        ),
+        (lambda db, _: db.put(b"m:state_root", bytes(32)), CHAIN_HEIGHT, "store.meta"),
+        (lambda _, history: history.delete(tx_record_key(4, 0)), 4, "store.record"),
+        (lambda _, history: history.delete(block_key(6)), 6, "store.record"),
     ]
     for change, height, check in cases:
         shutil.rmtree(tmp_path / "copy", ignore_errors=True)
-        with copy_of(source, tmp_path) as (copy, db):
-            change(db)
+        with copy_of(source, tmp_path) as (copy, db, history):
+            change(db, history)
         found = divergence_of(audit_dir(four, verifier, copy))
         assert (found.height, found.check) == (height, check), found
 
@@ -994,8 +1004,8 @@ def test_the_command_reports_a_divergence_in_one_paragraph_and_exits_1(
     four: Consortium,
     tmp_path: Path,
 ) -> None:
-    with copy_of(source, tmp_path) as (copy, db):
-        _rewrite_transaction_record(db, TAMPERED, 2, claim_success)
+    with copy_of(source, tmp_path) as (copy, _db, history):
+        _rewrite_transaction_record(history, TAMPERED, 2, claim_success)
     code, out, _ = run(capsys, "--data", str(copy), "--genesis", str(genesis_file))
     assert code == 1
     paragraph, summary = out.rstrip().split("\n")
@@ -1030,8 +1040,9 @@ def test_the_json_report(
     assert (report["blocks"], report["height"]) == (CHAIN_HEIGHT + 1, CHAIN_HEIGHT)
     assert "clean" in err  # the summary line goes to stderr with --json
 
-    with copy_of(source, tmp_path) as (copy, db):
-        db.put(b"w:" + height_key(2), encode_write_set({b"membership/x": None}))
+    with copy_of(source, tmp_path) as (copy, _, history):
+        entry_key = write_entries_prefix(2) + bytes(4)
+        history.put(entry_key, msgpack.packb([b"membership/x", None]))
     code, out, _ = run(capsys, "--data", str(copy), "--genesis", str(genesis_file), "--json")
     assert code == 1
     report = json.loads(out)
