@@ -199,8 +199,8 @@ class StorageSection:
     # Nice value for LevelDB's compaction thread (node/thread_priority.py); 0 leaves it
     # at the node's own priority.
     compaction_nice: int = _setting(COMPACTION_NICE, lo=0, hi=19)
-    # State values this long or longer are kept once in commit order, their key holding a
-    # 13-byte reference; any value may be changed later, a store holds both kinds.
+    # State values this long or longer are kept only in the history store, their key
+    # holding a 14-byte reference; it may be changed later, a store holds both kinds.
     separated_value_bytes: int = _setting(SEPARATED_VALUE_BYTES, lo=14)
 
 
