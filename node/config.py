@@ -190,7 +190,8 @@ class CryptoSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    """``[storage]``: LevelDB sizing (node/storage.py says why each default is what it is)."""
+    """``[storage]``: LevelDB sizing of each of the two stores (node/storage.py says why
+    each default is what it is)."""
 
     cache_bytes: int = _setting(LEVELDB_CACHE_BYTES, lo=0)
     write_buffer_bytes: int = _setting(LEVELDB_WRITE_BUFFER_BYTES, lo=64 * 1024)
