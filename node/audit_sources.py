@@ -301,21 +301,21 @@ class StoredChain:
         """The block at `height` as an export map, or a `store.record` divergence."""
         data = self._history.get(block_key(height))
         if data is None:
-            message = f"the block record b:{height} is missing (stored height {self.height})"
+            message = f"no block record at height {height} (stored height {self.height})"
             return Divergence(height, "store.record", message)
         record = _unpack(data)
         if not isinstance(record, dict) or record.keys() != STORED_BLOCK_FIELDS:
-            message = f"the block record b:{height} is not a map of commit, header, tx_ids"
+            message = f"the block record at height {height} is not a map of commit, header, tx_ids"
             return Divergence(height, "store.record", message, found=data)
         envelopes, receipts = [], []
         records = self._history.iterator(prefix=tx_records_prefix(height))
         for index, (tx_key, value) in enumerate(records):
             pair = _unpack(value)
             if tx_key != tx_record_key(height, index):
-                message = f"the transaction record x:{height}:{index} is missing"
+                message = f"transaction record {index} of block {height} is missing"
                 return Divergence(height, "store.record", message, tx_index=index)
             if not (isinstance(pair, list) and len(pair) == 2 and _all_bytes(pair)):
-                message = f"the transaction record x:{height}:{index} is not [envelope, receipt]"
+                message = f"transaction record {index} of block {height} is not [envelope, receipt]"
                 return Divergence(height, "store.record", message, found=value, tx_index=index)
             envelopes.append(pair[0])
             receipts.append(pair[1])
