@@ -585,7 +585,7 @@ def _migrate_from_format_1(path: Path, db: plyvel.DB, history: plyvel.DB) -> Non
     else:
         next_height = int.from_bytes(progress, "big")
     if next_height <= height:
-        log.warning(
+        log.info(
             "%s: migrating blocks %d..%d to storage format %d",
             path,
             next_height,
