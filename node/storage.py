@@ -160,6 +160,14 @@ def write_entries_prefix(height: int) -> bytes:
     return height_key(height) + HISTORY_WRITE
 
 
+def write_entry_key(height: int, seq: int) -> bytes:
+    return write_entries_prefix(height) + seq.to_bytes(SEQ_BYTES, "big")
+
+
+def _migrated_value_key(height: int, seq: int) -> bytes:
+    return height_key(height) + HISTORY_MIGRATED_VALUE + seq.to_bytes(SEQ_BYTES, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class TxRecord:
     """Where a committed transaction is, with its envelope and receipt bytes."""
@@ -278,21 +286,7 @@ class ChainStore:
             height, last_hash = block.height, block.block_hash
         if not blocks:
             return
-        entries = [_write_set_entries(write_set, len(writes)) for _, writes, write_set in blocks]
-        with self._history.write_batch(transaction=True, sync=True) as batch:
-            for (block, _, _), block_entries in zip(blocks, entries, strict=True):
-                _put_history(batch, block, block_entries)
-        with self._db.write_batch(transaction=True, sync=True) as batch:
-            for block, writes, _ in blocks:
-                _put_state(
-                    batch,
-                    block.height,
-                    block.tx_ids,
-                    block.block_hash,
-                    block.header.state_root,
-                    sorted(writes.items()),
-                    self._separated_value_bytes,
-                )
+        _write_blocks(self._db, self._history, blocks, self._separated_value_bytes)
         last = blocks[-1][0]
         self.height = last.height
         self.state_root = last.header.state_root
@@ -494,22 +488,13 @@ def _initialise(
     db: plyvel.DB, history: plyvel.DB, genesis: Genesis, genesis_block: CommittedBlock
 ) -> None:
     writes = genesis.genesis_writes()
-    entries = _write_set_entries(encode_write_set(writes), len(writes))
-    with history.write_batch(transaction=True, sync=True) as batch:
-        _put_history(batch, genesis_block, entries)
-    with db.write_batch(transaction=True, sync=True) as batch:
-        _put_state(
-            batch,
-            0,
-            genesis_block.tx_ids,
-            genesis_block.block_hash,
-            genesis_block.header.state_root,
-            sorted(writes.items()),
-            SEPARATED_VALUE_BYTES,
-        )
-        batch.put(META_STORAGE_FORMAT, bytes([STORAGE_FORMAT]))
-        batch.put(META_CHAIN_ID, genesis.chain_id.encode())
-        batch.put(META_GENESIS_HASH, genesis_block.block_hash)
+    metadata = (
+        (META_STORAGE_FORMAT, bytes([STORAGE_FORMAT])),
+        (META_CHAIN_ID, genesis.chain_id.encode()),
+        (META_GENESIS_HASH, genesis_block.block_hash),
+    )
+    blocks = [(genesis_block, writes, encode_write_set(writes))]
+    _write_blocks(db, history, blocks, SEPARATED_VALUE_BYTES, metadata)
 
 
 def _stored_format(path: Path, db: plyvel.DB) -> int:
@@ -616,12 +601,12 @@ def _move_tagged_values(db: plyvel.DB, history: plyvel.DB, height: int) -> None:
     ]
     with history.write_batch(transaction=True, sync=True) as batch:
         for seq, (key, value) in enumerate(tagged):
-            entry_key = height_key(height) + HISTORY_MIGRATED_VALUE + seq.to_bytes(SEQ_BYTES, "big")
-            batch.put(entry_key, pack_trusted([key[len(STATE_PREFIX) :], value]))
+            batch.put(
+                _migrated_value_key(height, seq), pack_trusted([key[len(STATE_PREFIX) :], value])
+            )
     with db.write_batch(transaction=True, sync=True) as batch:
         for seq, (key, _) in enumerate(tagged):
-            entry_key = height_key(height) + HISTORY_MIGRATED_VALUE + seq.to_bytes(SEQ_BYTES, "big")
-            batch.put(key, bytes([SEPARATED_VALUE_TAG]) + entry_key)
+            batch.put(key, bytes([SEPARATED_VALUE_TAG]) + _migrated_value_key(height, seq))
         batch.put(META_MIGRATION, height_key(0))
 
 
@@ -638,11 +623,40 @@ def _move_block_history(db: plyvel.DB, batch: plyvel.WriteBatch, height: int) ->
     batch.put(block_key(height), record)
     batch.put(envelopes_digest_key(height), digest)
     for seq, entry in enumerate(_write_set_entries(write_set, None)):
-        batch.put(write_entries_prefix(height) + seq.to_bytes(SEQ_BYTES, "big"), entry)
+        batch.put(write_entry_key(height, seq), entry)
     for tx_key, value in db.iterator(prefix=_V1_TX + key):
-        batch.put(tx_records_prefix(height) + tx_key[-TX_INDEX_BYTES:], value)
+        index = int.from_bytes(tx_key[-TX_INDEX_BYTES:], "big")
+        batch.put(tx_record_key(height, index), value)
         old_keys.append(tx_key)
     return old_keys
+
+
+def _write_blocks(
+    db: plyvel.DB,
+    history: plyvel.DB,
+    blocks: Sequence[tuple[CommittedBlock, Mapping[bytes, bytes | None], bytes]],
+    separated_value_bytes: int,
+    metadata: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Write blocks with their writes and encoded write sets: the history of all of them
+    in one synced batch, then their state (and `metadata`) in one synced batch."""
+    entries = [_write_set_entries(write_set, len(writes)) for _, writes, write_set in blocks]
+    with history.write_batch(transaction=True, sync=True) as batch:
+        for (block, _, _), block_entries in zip(blocks, entries, strict=True):
+            _put_history(batch, block, block_entries)
+    with db.write_batch(transaction=True, sync=True) as batch:
+        for block, writes, _ in blocks:
+            _put_state(
+                batch,
+                block.height,
+                block.tx_ids,
+                block.block_hash,
+                block.header.state_root,
+                sorted(writes.items()),
+                separated_value_bytes,
+            )
+        for key, value in metadata:
+            batch.put(key, value)
 
 
 def _write_set_entries(write_set: bytes, expected: int | None) -> list[bytes]:
@@ -671,14 +685,11 @@ def _put_history(batch: plyvel.WriteBatch, block: CommittedBlock, entries: list[
     }
     batch.put(block_key(height), msgpack.packb(record, use_bin_type=True))
     batch.put(envelopes_digest_key(height), envelopes_digest(block.envelopes))
-    prefix = write_entries_prefix(height)
     for seq, entry in enumerate(entries):
-        batch.put(prefix + seq.to_bytes(SEQ_BYTES, "big"), entry)
-    prefix = tx_records_prefix(height)
+        batch.put(write_entry_key(height, seq), entry)
     for index, (envelope, receipt) in enumerate(zip(block.envelopes, block.receipts, strict=True)):
         batch.put(
-            prefix + index.to_bytes(TX_INDEX_BYTES, "big"),
-            msgpack.packb([envelope, receipt], use_bin_type=True),
+            tx_record_key(height, index), msgpack.packb([envelope, receipt], use_bin_type=True)
         )
 
 
@@ -697,12 +708,12 @@ def _put_state(
     batch.put(HASH_PREFIX + block_hash, key)
     for index, tx_id in enumerate(tx_ids):
         batch.put(TX_PREFIX + tx_id, key + index.to_bytes(TX_INDEX_BYTES, "big"))
-    entry_prefix = bytes([SEPARATED_VALUE_TAG]) + write_entries_prefix(height)
+    tag = bytes([SEPARATED_VALUE_TAG])
     for seq, (state_key, value) in enumerate(sorted_writes):
         if value is None:
             batch.delete(STATE_PREFIX + state_key)
         elif len(value) >= separated_value_bytes or (value and value[0] == SEPARATED_VALUE_TAG):
-            batch.put(STATE_PREFIX + state_key, entry_prefix + seq.to_bytes(SEQ_BYTES, "big"))
+            batch.put(STATE_PREFIX + state_key, tag + write_entry_key(height, seq))
         else:
             batch.put(STATE_PREFIX + state_key, value)
     batch.put(META_HEIGHT, key)

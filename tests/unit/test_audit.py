@@ -48,7 +48,7 @@ from node.storage import (
     envelopes_digest_key,
     height_key,
     tx_record_key,
-    write_entries_prefix,
+    write_entry_key,
 )
 from node.transaction import Transaction, decode_envelope, encode_envelope
 from tests.unit.conftest import Chain, Consortium, build_consortium, key_from_label
@@ -793,7 +793,7 @@ def test_a_changed_stored_write_set_entry_is_named_by_key(
     four: Consortium, verifier: SignatureVerifier, source: Chain, tmp_path: Path
 ) -> None:
     with copy_of(source, tmp_path) as (copy, _db, history):
-        entry_key = write_entries_prefix(TAMPERED) + (1).to_bytes(4, "big")
+        entry_key = write_entry_key(TAMPERED, 1)
         changed, _ = msgpack.unpackb(history.get(entry_key))
         history.put(entry_key, msgpack.packb([changed, b"forged"]))
     found = divergence_of(audit_dir(four, verifier, copy))
@@ -1041,7 +1041,7 @@ def test_the_json_report(
     assert "clean" in err  # the summary line goes to stderr with --json
 
     with copy_of(source, tmp_path) as (copy, _, history):
-        entry_key = write_entries_prefix(2) + bytes(4)
+        entry_key = write_entry_key(2, 0)
         history.put(entry_key, msgpack.packb([b"membership/x", None]))
     code, out, _ = run(capsys, "--data", str(copy), "--genesis", str(genesis_file), "--json")
     assert code == 1

@@ -33,7 +33,7 @@ from node.storage import (
     StorageError,
     block_key,
     height_key,
-    write_entries_prefix,
+    write_entry_key,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def test_long_values_are_kept_once_as_the_write_set_entry_that_wrote_them(
     assert state[STATE_PREFIX + b"test/short"] == SHORT
     for seq, key in ((0, b"test/long"), (2, b"test/tagged")):
         reference = state[STATE_PREFIX + key]
-        assert reference == b"\xc1" + write_entries_prefix(1) + seq.to_bytes(4, "big")
+        assert reference == b"\xc1" + write_entry_key(1, seq)
         assert msgpack.unpackb(history[reference[1:]]) == [key, writes[key]]
     # Nothing block-ordered is left in the state store.
     assert not [key for key in raw(chain.path) if key[:2] in (b"b:", b"x:", b"w:", b"e:")]
