@@ -5,8 +5,9 @@ send to it; it accepts inbound connections from the others and reads what they s
 Both directions run the handshake (`node.p2p.handshake`), so every frame that reaches a
 handler comes from a named genesis validator. A peer counts as connected while both
 directions are up. Outbound connections are redialled with exponential backoff and
-jitter; each peer has a bounded send queue, and `send` never blocks: a full queue (or a
-peer that is down) drops the frame and counts it.
+jitter, but at once when the peer's own connection to us comes up, and at least every
+`RECONNECT_DELAY_S_PEER_HEARD` while it is up. Each peer has a bounded send queue, and
+`send` never blocks: a full queue (or a peer that is down) drops the frame and counts it.
 
 Frames besides the handshake (all maps with a str "type"; see `node.p2p.framing`):
 
@@ -25,6 +26,7 @@ The keys `request_id` and `response_to` are reserved at the top level of every f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import logging
@@ -59,6 +61,12 @@ PING_TIMEOUT_S: Final = 2.0
 PING_MISSES_MAX: Final = 3
 RECONNECT_DELAY_S_MIN: Final = 0.1
 RECONNECT_DELAY_S_MAX: Final = 5.0
+# While a peer's own connection to us is up, that peer is running and a failed dial means a
+# link about to heal, not a node that is down: redial at least this often. Otherwise, when
+# a partition heals, each peer comes back after its own backoff (up to the cap above), and
+# a healed replica hears from fewer than f+1 of them for seconds: too few to trust that it
+# is behind, long enough for its progress timer to take it into a view of its own.
+RECONNECT_DELAY_S_PEER_HEARD: Final = 0.5
 # Each wait is drawn from [delay * (1 - fraction), delay] so restarted nodes do not redial
 # in lockstep.
 RECONNECT_JITTER_FRACTION: Final = 0.5
@@ -77,6 +85,10 @@ STREAM_BUFFER_BYTES: Final = 1024 * 1024
 UNKNOWN_PEER_LABEL: Final = "unknown"
 
 require(RECONNECT_DELAY_S_MIN <= RECONNECT_DELAY_S_MAX, "reconnect delays out of order")
+require(
+    RECONNECT_DELAY_S_MIN <= RECONNECT_DELAY_S_PEER_HEARD <= RECONNECT_DELAY_S_MAX,
+    "the redial delay for a peer heard from is outside the backoff's range",
+)
 require(PING_TIMEOUT_S >= PING_INTERVAL_S, "a ping must be allowed its interval to answer")
 
 
@@ -117,6 +129,9 @@ class _PeerLink:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_frames_max)
         self.outbound: asyncio.StreamWriter | None = None
         self.inbound: asyncio.StreamWriter | None = None
+        # Set when the peer's inbound connection comes up: a dial waiting out its backoff
+        # goes at once, since the peer has just shown it is running.
+        self.inbound_arrived = asyncio.Event()
         self.connected = False
         self.counters = PeerCounters()
         self.last_rtt_s: float | None = None
@@ -406,8 +421,14 @@ class PeerTransport:
     async def _dial_loop(self, link: _PeerLink) -> None:
         failures = 0
         while True:
+            link.inbound_arrived.clear()
             failures = 0 if await self._dial_once(link) else failures + 1
-            await asyncio.sleep(reconnect_delay_s(failures, self._rng))
+            delay_s = reconnect_delay_s(failures, self._rng, peer_heard=link.inbound is not None)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for runs the wait in a task
+            # of its own, and stop() was seen to hang on cancelling it (test_p2p).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await link.inbound_arrived.wait()
 
     async def _dial_once(self, link: _PeerLink) -> bool:
         """One connection attempt; True when it was authenticated (and has now ended)."""
@@ -496,6 +517,7 @@ class PeerTransport:
         if link.inbound is not None:
             link.inbound.close()
         link.inbound = writer
+        link.inbound_arrived.set()
         self._update_connected(link)
         try:
             await self._read_loop(link, reader)
@@ -661,10 +683,12 @@ class PeerTransport:
         log.log(level, "p2p handshake refused (peer %s): %s", label, refusal.message)
 
 
-def reconnect_delay_s(failures: int, rng: random.Random) -> float:
+def reconnect_delay_s(failures: int, rng: random.Random, *, peer_heard: bool = False) -> float:
     """The wait before the next dial: RECONNECT_DELAY_S_MIN doubled per failure in a row,
-    capped at RECONNECT_DELAY_S_MAX, less up to RECONNECT_JITTER_FRACTION of it at random."""
-    delay_s = min(RECONNECT_DELAY_S_MIN * 2 ** min(failures, 32), RECONNECT_DELAY_S_MAX)
+    capped at RECONNECT_DELAY_S_MAX (RECONNECT_DELAY_S_PEER_HEARD while the peer's own
+    connection to us is up), less up to RECONNECT_JITTER_FRACTION of it at random."""
+    cap_s = RECONNECT_DELAY_S_PEER_HEARD if peer_heard else RECONNECT_DELAY_S_MAX
+    delay_s = min(RECONNECT_DELAY_S_MIN * 2 ** min(failures, 32), cap_s)
     return delay_s * (1 - RECONNECT_JITTER_FRACTION * rng.random())
 
 

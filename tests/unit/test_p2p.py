@@ -19,6 +19,7 @@ from node.crypto import DOMAIN_P2P, SigningKey, verify
 from node.genesis import Genesis
 from node.localnet import P2P_PORT_RANGE, free_port_base
 from node.metrics import NodeMetrics
+from node.p2p import transport as transport_module
 from node.p2p.framing import FrameError, encode_frame, read_frame
 from node.p2p.handshake import (
     HandshakeRefused,
@@ -30,6 +31,7 @@ from node.p2p.handshake import (
 from node.p2p.transport import (
     RECONNECT_DELAY_S_MAX,
     RECONNECT_DELAY_S_MIN,
+    RECONNECT_DELAY_S_PEER_HEARD,
     RECONNECT_JITTER_FRACTION,
     REQUESTS_SERVED_PER_PEER_MAX,
     PeerTransport,
@@ -459,6 +461,32 @@ def test_reconnects_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
         assert all(ceiling_s * (1 - RECONNECT_JITTER_FRACTION) <= d <= ceiling_s for d in delays_s)
         assert len(set(delays_s)) > 1  # jittered
     assert reconnect_delay_s(10**6, rng) <= RECONNECT_DELAY_S_MAX
+    # A peer whose own connection to us is up is redialled often: the link is about to heal.
+    assert RECONNECT_DELAY_S_PEER_HEARD < RECONNECT_DELAY_S_MAX
+    heard_s = [reconnect_delay_s(failures, rng, peer_heard=True) for failures in range(40)]
+    assert max(heard_s) <= RECONNECT_DELAY_S_PEER_HEARD
+    assert max(heard_s) >= RECONNECT_DELAY_S_PEER_HEARD * (1 - RECONNECT_JITTER_FRACTION)
+
+
+class NoJitter(random.Random):
+    def random(self) -> float:
+        return 0.0
+
+
+async def test_a_peer_that_dials_in_is_dialled_back_at_once(
+    four: Consortium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validator 0 has backed off for a long while; when validator 1 starts and dials in,
+    0 dials back at once instead of waiting out its backoff."""
+    backoff_s = 4 * WAIT_S
+    monkeypatch.setattr(transport_module, "RECONNECT_DELAY_S_MIN", backoff_s)
+    monkeypatch.setattr(transport_module, "RECONNECT_DELAY_S_MAX", backoff_s)
+    async with running_network(four, 2, start=1, rng=NoJitter()) as network:
+        zero = network.peers[0].transport
+        await asyncio.sleep(0.5)  # its first dial was refused: it now waits backoff_s
+        one = await network.start(1)
+        assert await zero.wait_until_connected({1}, WAIT_S)
+        assert await one.transport.wait_until_connected({0}, WAIT_S)
 
 
 async def test_a_restarted_peer_is_reconnected(four: Consortium) -> None:
