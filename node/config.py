@@ -26,6 +26,7 @@ import tomli_w
 
 from node.storage import (
     COMPACTION_NICE,
+    HISTORY_WRITE_BUFFER_BYTES,
     LEVELDB_CACHE_BYTES,
     LEVELDB_MAX_OPEN_FILES,
     LEVELDB_TABLE_BYTES,
@@ -190,11 +191,12 @@ class CryptoSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    """``[storage]``: LevelDB sizing of each of the two stores (node/storage.py says why
-    each default is what it is)."""
+    """``[storage]``: LevelDB sizing of each of the two stores, but for the history
+    store's own write buffer (node/storage.py says why each default is what it is)."""
 
     cache_bytes: int = _setting(LEVELDB_CACHE_BYTES, lo=0)
     write_buffer_bytes: int = _setting(LEVELDB_WRITE_BUFFER_BYTES, lo=64 * 1024)
+    history_write_buffer_bytes: int = _setting(HISTORY_WRITE_BUFFER_BYTES, lo=64 * 1024)
     max_open_files: int = _setting(LEVELDB_MAX_OPEN_FILES, lo=64)
     table_bytes: int = _setting(LEVELDB_TABLE_BYTES, lo=1 * _MIB)
     # Nice value for LevelDB's compaction thread (node/thread_priority.py); 0 leaves it

@@ -143,6 +143,7 @@ def build_services(config: NodeConfig, keys: NodeKeys | None = None) -> NodeServ
         write_buffer_bytes=storage.write_buffer_bytes,
         max_open_files=storage.max_open_files,
         table_bytes=storage.table_bytes,
+        history_write_buffer_bytes=storage.history_write_buffer_bytes,
         separated_value_bytes=storage.separated_value_bytes,
     )
     mempool = Mempool(config.mempool.txs_max, config.mempool.bytes_max)

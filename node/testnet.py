@@ -198,10 +198,13 @@ def _staggered_storage(storage: StorageSection, index: int) -> StorageSection:
     synced commit (docs/performance.md). Unequal buffers spread the flushes over the
     cycle, as separate machines would.
     """
-    step = storage.write_buffer_bytes // WRITE_BUFFER_STAGGER_DIVISOR
+    eighths = WRITE_BUFFER_STAGGER_DIVISOR + index % WRITE_BUFFER_STAGGER_SIZES
     return replace(
         storage,
-        write_buffer_bytes=storage.write_buffer_bytes + step * (index % WRITE_BUFFER_STAGGER_SIZES),
+        write_buffer_bytes=storage.write_buffer_bytes * eighths // WRITE_BUFFER_STAGGER_DIVISOR,
+        history_write_buffer_bytes=(
+            storage.history_write_buffer_bytes * eighths // WRITE_BUFFER_STAGGER_DIVISOR
+        ),
     )
 
 

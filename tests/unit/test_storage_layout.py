@@ -126,6 +126,25 @@ def test_the_threshold_is_the_stores_setting(chain: Chain) -> None:
     assert chain.store.get(b"test/short") == SHORT
 
 
+def test_the_history_store_has_a_write_buffer_of_its_own(chain: Chain) -> None:
+    chain.store.close()
+    chain.store = ChainStore.open(
+        chain.path,
+        chain.consortium.genesis,
+        write_buffer_bytes=64 * 1024 * 1024,
+        history_write_buffer_bytes=64 * 1024,
+    )
+    chain.ledger = Ledger(chain.consortium.genesis, chain.store, builtin_registry())
+    state_tables = sorted(chain.path.glob("*.ldb"))
+    history_tables = sorted((chain.path / HISTORY_DIR).glob("*.ldb"))
+    # A block's write goes into the memtable only once the full one is flushing; so after
+    # ten blocks of 100 kB each, the 64 kB history buffer has been flushed at least 8 times.
+    for n in range(10):
+        commit_writes(chain, {b"test/%d" % n: bytes([n]) * 100_000})
+    assert len(sorted((chain.path / HISTORY_DIR).glob("*.ldb"))) >= len(history_tables) + 8
+    assert sorted(chain.path.glob("*.ldb")) == state_tables  # 64 MiB: nothing flushed
+
+
 def test_a_crash_between_history_and_state_is_recovered_on_open(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:

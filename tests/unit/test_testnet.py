@@ -11,7 +11,7 @@ import pytest
 from node.config import PeerAddress, load_config
 from node.crypto import load_key_file
 from node.genesis import load_genesis
-from node.storage import LEVELDB_WRITE_BUFFER_BYTES
+from node.storage import HISTORY_WRITE_BUFFER_BYTES, LEVELDB_WRITE_BUFFER_BYTES
 from node.testnet import ORGANIZATIONS, TestnetError, generate_testnet, load_network
 
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -89,12 +89,14 @@ def test_node_configs_load_with_their_ports_peers_and_shared_genesis(network_dir
 def test_co_located_nodes_get_unequal_write_buffers(tmp_path: Path) -> None:
     """So that nodes sharing a disk do not all flush in the same second."""
     generate_testnet(tmp_path / "net", 5, genesis_time_ms=GENESIS_TIME_MS)
-    sizes = [
-        load_config(tmp_path / "net" / f"node{index}", environ={}).storage.write_buffer_bytes
-        for index in range(5)
+    storage = [load_config(tmp_path / "net" / f"node{i}", environ={}).storage for i in range(5)]
+    eighths = [8 + index % 4 for index in range(5)]
+    assert [s.write_buffer_bytes for s in storage] == [
+        LEVELDB_WRITE_BUFFER_BYTES * n // 8 for n in eighths
     ]
-    step = LEVELDB_WRITE_BUFFER_BYTES // 8
-    assert sizes == [LEVELDB_WRITE_BUFFER_BYTES + step * (index % 4) for index in range(5)]
+    assert [s.history_write_buffer_bytes for s in storage] == [
+        HISTORY_WRITE_BUFFER_BYTES * n // 8 for n in eighths
+    ]
 
 
 def test_network_json_records_where_everything_is(network_dir: Path) -> None:
