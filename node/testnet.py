@@ -191,19 +191,19 @@ def _write_org_keys(out_dir: Path, template: OrganizationTemplate) -> Organizati
 
 
 def _staggered_storage(storage: StorageSection, index: int) -> StorageSection:
-    """Node `index`'s LevelDB write buffer, an eighth larger per node (four sizes in turn).
+    """Node `index`'s LevelDB write buffers, an eighth larger per node (four sizes in turn).
 
     Nodes on one machine write the same blocks at the same rate; with equal write buffers
     all of them flush and compact in the same second and wait on the same disk for each
     synced commit (docs/performance.md). Unequal buffers spread the flushes over the
     cycle, as separate machines would.
     """
-    eighths = WRITE_BUFFER_STAGGER_DIVISOR + index % WRITE_BUFFER_STAGGER_SIZES
+    parts = WRITE_BUFFER_STAGGER_DIVISOR + index % WRITE_BUFFER_STAGGER_SIZES
     return replace(
         storage,
-        write_buffer_bytes=storage.write_buffer_bytes * eighths // WRITE_BUFFER_STAGGER_DIVISOR,
+        write_buffer_bytes=storage.write_buffer_bytes * parts // WRITE_BUFFER_STAGGER_DIVISOR,
         history_write_buffer_bytes=(
-            storage.history_write_buffer_bytes * eighths // WRITE_BUFFER_STAGGER_DIVISOR
+            storage.history_write_buffer_bytes * parts // WRITE_BUFFER_STAGGER_DIVISOR
         ),
     )
 
