@@ -191,8 +191,9 @@ class CryptoSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    """``[storage]``: LevelDB sizing of each of the two stores, but for the history
-    store's own write buffer (node/storage.py says why each default is what it is)."""
+    """``[storage]``: LevelDB sizing. Each setting applies to both stores, except that
+    the history store's write buffer is `history_write_buffer_bytes` (node/storage.py
+    says why each default is what it is)."""
 
     cache_bytes: int = _setting(LEVELDB_CACHE_BYTES, lo=0)
     write_buffer_bytes: int = _setting(LEVELDB_WRITE_BUFFER_BYTES, lo=64 * 1024)
