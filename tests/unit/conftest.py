@@ -160,9 +160,10 @@ class Chain:
         self.writes[block.height] = dict(proposal.output.writes)
         return block
 
-    def reopen(self) -> None:
+    def reopen(self, **options: Any) -> None:
+        """Close the store and open it again, with `ChainStore.open`'s `options`."""
         self.store.close()
-        self.store = ChainStore.open(self.path, self.consortium.genesis)
+        self.store = ChainStore.open(self.path, self.consortium.genesis, **options)
         self.ledger = Ledger(self.consortium.genesis, self.store, builtin_registry())
 
     def close(self) -> None:
